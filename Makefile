@@ -1,0 +1,61 @@
+# One command per task; CI runs the same commands (.ci/run -> make test).
+# `make demo` and `make test` work on a fresh clone: every target that needs
+# tools depends on the install stamp, which builds $(VENV) from pyproject.toml.
+
+VENV ?= .venv
+PYTHON ?= python3
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The folders ruff looks at; one that does not exist yet is left out.
+SOURCES := $(wildcard src tests examples)
+
+.DEFAULT_GOAL := test
+# Checks run one after another, in the order given, even under make -j.
+.NOTPARALLEL:
+
+.PHONY: install demo lint format typecheck pytest docs test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python examples/quickstart.py
+
+lint: install
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+
+format: install
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
+
+# Files and options come from [tool.mypy]; tests/typing is checked by a test.
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest --cov --cov-report=term-missing
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: install
+	$(MAKE) lint typecheck pytest docs
+
+bench: install
+	@if [ -d bench ]; then \
+		$(BIN)/python -m bench; \
+	else \
+		echo "No bench yet: bench/ does not exist."; \
+	fi
+
+clean:
+	rm -rf $(VENV) site htmlcov dist build .coverage .coverage.* \
+		.mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name "*.egg-info" \) -prune -exec rm -rf {} +

@@ -1,0 +1,66 @@
+"""messagebus: an in-process message bus for service layers.
+
+Commands go to exactly one handler and fail loudly; events go to every
+interested handler and fail one at a time, logged and isolated; each handler
+attempt runs in a unit of work, with tenacity retries for what is worth retrying.
+"""
+
+from ._bus import MessageBus
+from ._context import Context
+from ._registry import Registry
+from .exceptions import (
+    ConcurrencyError,
+    ConfigurationError,
+    DispatchError,
+    DuplicateHandlerError,
+    InvalidMessageDataError,
+    MessageBusError,
+    MessageNameConflictError,
+    MissingAnnotationError,
+    MissingHandlersError,
+    NoHandlerError,
+    NotAMessageError,
+    SerializationError,
+    Transient,
+    UnknownMessageError,
+    UnresolvedDependencyError,
+)
+from .messages import Command, Event, Message, Metadata, message_name, message_version
+from .retry import RetryPolicy, is_transient, retry_if_transient
+from .serialization import Serializer, make_converter
+from .unit_of_work import AbstractUnitOfWork, HasEvents, UnitOfWork
+
+__all__ = [
+    "AbstractUnitOfWork",
+    "Command",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "Context",
+    "DispatchError",
+    "DuplicateHandlerError",
+    "Event",
+    "HasEvents",
+    "InvalidMessageDataError",
+    "Message",
+    "MessageBus",
+    "MessageBusError",
+    "MessageNameConflictError",
+    "Metadata",
+    "MissingAnnotationError",
+    "MissingHandlersError",
+    "NoHandlerError",
+    "NotAMessageError",
+    "Registry",
+    "RetryPolicy",
+    "SerializationError",
+    "Serializer",
+    "Transient",
+    "UnitOfWork",
+    "UnknownMessageError",
+    "UnresolvedDependencyError",
+    "is_transient",
+    "make_converter",
+    "message_name",
+    "message_version",
+    "retry_if_transient",
+]

@@ -1,0 +1,81 @@
+"""Per-dispatch state: the envelope of a message, and a handler attempt's context."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import messages
+from .exceptions import NotAMessageError
+from .messages import Event, Message, Metadata
+
+# An envelope is a list, not an object: it is made for every message the bus
+# dispatches, and a list literal costs a quarter of a class instantiation.
+# [MESSAGE, PARENT envelope or None, METADATA or None, SEQUENCE, TIMESTAMP]
+Envelope = list[Any]
+MESSAGE, PARENT, METADATA, SEQUENCE, TIMESTAMP = range(5)
+
+next_sequence = messages._sequence.__next__
+now = time.time
+
+
+def new_envelope(message: Message, parent: Envelope | None, metadata: Metadata | None) -> Envelope:
+    """An envelope whose id and creation time are fixed now (or given)."""
+    return [message, parent, metadata, next_sequence(), now()]
+
+
+def metadata_of(envelope: Envelope) -> Metadata:
+    """The envelope's metadata, made when first asked for and then kept.
+
+    So a dispatch that nobody looks at makes no UUID and no datetime; its id
+    and time were fixed when the envelope was made.
+    """
+    metadata: Metadata | None = envelope[METADATA]
+    if metadata is None:
+        message_id = messages._id_from_sequence(envelope[SEQUENCE])
+        created_at = messages._utc_from_timestamp(envelope[TIMESTAMP])
+        parent = envelope[PARENT]
+        if parent is None:
+            metadata = Metadata(message_id, message_id, None, created_at)
+        else:
+            metadata = metadata_of(parent).caused(message_id, created_at)
+        envelope[METADATA] = metadata
+    return metadata
+
+
+class Context:
+    """What a handler attempt may ask for beyond its dependencies.
+
+    A handler gets it by declaring a parameter annotated ``Context``::
+
+        def on_allocated(event: Allocated, context: Context) -> None:
+            context.emit(AllocationRecorded(event.orderid))
+
+    Events emitted are dispatched after the attempt succeeds (and its unit of
+    work, if any, has committed), after those of its aggregates; those of a
+    failed attempt are discarded.
+    """
+
+    __slots__ = ("_envelope", "_events", "uow")
+
+    def __init__(self, envelope: Envelope, uow: Any) -> None:
+        self._envelope = envelope
+        self._events: list[Event] = []
+        #: The attempt's unit of work, or None for a handler that runs without one.
+        self.uow = uow
+
+    @property
+    def message(self) -> Message:
+        """The message being handled."""
+        return self._envelope[MESSAGE]  # type: ignore[no-any-return]
+
+    @property
+    def metadata(self) -> Metadata:
+        """The metadata of the message being handled."""
+        return metadata_of(self._envelope)
+
+    def emit(self, event: Event) -> None:
+        """Raise an event, dispatched once this attempt has succeeded."""
+        if not isinstance(event, Event):
+            raise NotAMessageError(event, "Context.emit()")
+        self._events.append(event)

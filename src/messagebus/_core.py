@@ -1,0 +1,217 @@
+"""The parts of dispatch that do no I/O, shared by every bus.
+
+A bus is built from a :class:`~messagebus.Registry` into one
+:class:`HandlerPlan` per registration: everything that can be decided before
+the first message (injection, unit of work, retry policy, log fields) is
+decided here, once. The sync bus (and an async one) only drive these plans.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ._context import MESSAGE, Envelope, metadata_of
+from ._dependencies import CallPlan, plan_call
+from ._registry import Registration, Registry
+from .exceptions import ConfigurationError, MissingHandlersError
+from .messages import Command, Message, message_name
+from .retry import RetryPolicy
+from .serialization import Serializer
+
+#: The log events of a handler attempt, one per attempt.
+EVENT_SUCCEEDED = "message_handled"
+EVENT_RETRYING = "message_attempt_failed"
+EVENT_FAILED = "message_failed"
+
+
+class HandlerPlan:
+    """Everything decided at start-up about one handler of one message type."""
+
+    __slots__ = (
+        "attempt",
+        "bare",
+        "call",
+        "is_command",
+        "message_name",
+        "name",
+        "plan",
+        "policy",
+        "registration",
+        "run",
+        "uow_factory",
+    )
+
+    def __init__(
+        self,
+        registration: Registration,
+        plan: CallPlan,
+        policy: RetryPolicy,
+        uow_factory: Callable[[], Any] | None,
+    ) -> None:
+        self.registration = registration
+        self.plan = plan
+        self.call = plan.call
+        self.policy = policy
+        self.uow_factory = uow_factory if registration.uow else None
+        self.name = registration.name
+        self.message_name = message_name(registration.message_type)
+        self.is_command = issubclass(registration.message_type, Command)
+        #: Set by the bus: runs every attempt of this handler for one envelope.
+        self.run: Callable[[Envelope], tuple[Any, list[Any] | tuple[()]]] = _unset
+        #: Set by the bus: one attempt, without retries or logs.
+        self.attempt: Callable[[Envelope], tuple[Any, list[Any] | tuple[()]]] = _unset
+        #: Set by the bus: True when a dispatch needs neither envelope nor logs.
+        self.bare = False
+
+
+def _unset(envelope: Envelope) -> Any:  # pragma: no cover - replaced when the bus is built
+    raise RuntimeError("handler plan used before the bus was built")
+
+
+def build_plans(
+    registry: Registry,
+    dependencies: Mapping[str, object],
+    uow_factory: Callable[[], Any] | None,
+    default_policy: RetryPolicy,
+) -> tuple[dict[type[Message], HandlerPlan], dict[type[Message], tuple[HandlerPlan, ...]]]:
+    """Resolve every registration; errors name the handler and the parameter."""
+
+    def build(registration: Registration) -> HandlerPlan:
+        call = plan_call(registration, dependencies, has_uow_factory=uow_factory is not None)
+        policy = registration.retry if registration.retry is not None else default_policy
+        return HandlerPlan(registration, call, policy, uow_factory)
+
+    commands = {t: build(r) for t, r in registry.commands.items()}
+    events = {t: tuple(build(r) for r in rs) for t, rs in registry.events.items()}
+    return commands, events
+
+
+def check_required(
+    required: Iterable[type[Command[Any]] | types.ModuleType],
+    commands: Mapping[type[Message], object],
+) -> None:
+    """Fail at start-up when a required command has no handler.
+
+    ``required`` holds command types, or modules whose Command subclasses are
+    all required.
+    """
+    wanted: list[type[Message]] = []
+    for item in required:
+        if isinstance(item, types.ModuleType):
+            wanted.extend(
+                value
+                for value in vars(item).values()
+                if isinstance(value, type)
+                and issubclass(value, Command)
+                and value.__module__ == item.__name__
+            )
+        elif isinstance(item, type) and issubclass(item, Command):
+            wanted.append(item)
+        else:
+            raise ConfigurationError(
+                f"require_handlers takes command types and modules, not {item!r}"
+            )
+    missing = [t for t in wanted if t not in commands]
+    if missing:
+        raise MissingHandlersError(missing)
+
+
+def serializer_for(registry: Registry) -> Serializer:
+    """A serializer that knows every message type the registry handles."""
+    return Serializer([*registry.commands, *registry.events])
+
+
+def info_gate(logger: Any) -> bool | Callable[[], bool]:
+    """Whether attempts are logged: fixed (a bool) or asked each time (a callable).
+
+    structlog's filtering loggers fix their level when they are configured, so
+    the answer is fixed once; a standard-library logger's level can change, so
+    it is asked per attempt.
+    """
+    stdlib_check = getattr(logger, "isEnabledFor", None)
+    if callable(stdlib_check):
+        return lambda: bool(stdlib_check(logging.INFO))
+    structlog_check = getattr(logger, "is_enabled_for", None)
+    if callable(structlog_check):
+        return bool(structlog_check(logging.INFO))
+    return True
+
+
+class AttemptLog:
+    """Writes the one log event of each handler attempt."""
+
+    __slots__ = ("_logger", "_serializer")
+
+    def __init__(self, logger: Any, serializer: Serializer) -> None:
+        self._logger = logger
+        self._serializer = serializer
+
+    def _fields(
+        self, handler: HandlerPlan, envelope: Envelope, attempt: int, started: float | None
+    ) -> dict[str, Any]:
+        metadata = metadata_of(envelope)
+        causation = metadata.causation_id
+        try:
+            payload: Any = self._serializer.dump_payload(envelope[MESSAGE])
+        except Exception:  # a log line must never break handling
+            payload = repr(envelope[MESSAGE])
+        return {
+            "message_name": handler.message_name,
+            "message_kind": "command" if handler.is_command else "event",
+            "message_id": str(metadata.message_id),
+            "correlation_id": str(metadata.correlation_id),
+            "causation_id": None if causation is None else str(causation),
+            "created_at": metadata.created_at.isoformat(),
+            "handler": handler.name,
+            "attempt": attempt,
+            "duration_ms": (
+                None if started is None else round((time.perf_counter() - started) * 1000.0, 3)
+            ),
+            "payload": payload,
+        }
+
+    def succeeded(
+        self, handler: HandlerPlan, envelope: Envelope, attempt: int, started: float
+    ) -> None:
+        self._logger.info(
+            EVENT_SUCCEEDED,
+            outcome="succeeded",
+            **self._fields(handler, envelope, attempt, started),
+        )
+
+    def retrying(
+        self,
+        handler: HandlerPlan,
+        envelope: Envelope,
+        attempt: int,
+        started: float | None,
+        error: BaseException,
+        wait: float,
+    ) -> None:
+        self._logger.warning(
+            EVENT_RETRYING,
+            outcome="retrying",
+            error=f"{type(error).__qualname__}: {error}",
+            retry_in_s=round(wait, 3),
+            **self._fields(handler, envelope, attempt, started),
+        )
+
+    def failed(
+        self,
+        handler: HandlerPlan,
+        envelope: Envelope,
+        attempt: int,
+        started: float | None,
+        error: BaseException,
+    ) -> None:
+        self._logger.error(
+            EVENT_FAILED,
+            outcome="failed",
+            error=f"{type(error).__qualname__}: {error}",
+            exc_info=error,
+            **self._fields(handler, envelope, attempt, started),
+        )

@@ -1,0 +1,130 @@
+"""Dependency injection, resolved once when the bus is built.
+
+For each handler the parameters after the message are matched, in this order:
+
+1. annotated :class:`~messagebus.Context`: the attempt's context;
+2. annotated :class:`~messagebus.Metadata`: the message's metadata;
+3. named ``uow``, or annotated with a unit-of-work type: the attempt's unit of work;
+4. named like a dependency: that dependency;
+5. annotated with a class of which exactly one dependency is an instance: that one;
+6. with a default value: left to its default.
+
+Anything else is an error naming the handler and the parameter. The result is
+a ``functools.partial`` holding the fixed dependencies, so that dispatch
+inspects no signature.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from ._context import Context
+from ._registry import Registration
+from .exceptions import ConfigurationError, UnresolvedDependencyError
+from .messages import Metadata
+from .unit_of_work import AbstractUnitOfWork, UnitOfWork
+
+UOW_PARAMETER = "uow"
+
+
+@attrs.frozen
+class CallPlan:
+    """How to call one handler: its fixed dependencies and its per-attempt ones."""
+
+    call: Callable[..., Any]
+    uow_parameter: str | None
+    context_parameter: str | None
+    metadata_parameter: str | None
+
+    @property
+    def per_attempt(self) -> bool:
+        return bool(self.uow_parameter or self.context_parameter or self.metadata_parameter)
+
+
+def _is_uow_annotation(annotation: Any) -> bool:
+    if annotation is UnitOfWork:
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, AbstractUnitOfWork)
+
+
+def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(handler)
+    except Exception:
+        # Unresolvable forward references: match by name only.
+        return {}
+
+
+def plan_call(
+    registration: Registration,
+    dependencies: Mapping[str, object],
+    *,
+    has_uow_factory: bool,
+) -> CallPlan:
+    """Resolve the parameters of a registered handler against the dependencies."""
+    handler = registration.handler
+    if UOW_PARAMETER in dependencies:
+        raise ConfigurationError(
+            f"{UOW_PARAMETER!r} cannot be a dependency: the bus opens a unit of work for each "
+            "attempt; pass a factory as MessageBus(uow=...)"
+        )
+    parameters = list(inspect.signature(handler).parameters.values())[1:]
+    hints = _hints(handler)
+    fixed: dict[str, object] = {}
+    uow_parameter = context_parameter = metadata_parameter = None
+    for parameter in parameters:
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        name = parameter.name
+        annotation = hints.get(name, parameter.annotation)
+
+        def unresolved(reason: str, name: str = name) -> UnresolvedDependencyError:
+            return UnresolvedDependencyError(handler, name, reason)
+
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise unresolved("positional-only parameters cannot be injected")
+        if annotation is Context:
+            context_parameter = name
+        elif annotation is Metadata:
+            metadata_parameter = name
+        elif name == UOW_PARAMETER or _is_uow_annotation(annotation):
+            if not registration.uow:
+                raise unresolved("the handler was registered with uow=False")
+            if not has_uow_factory:
+                raise unresolved("the bus has no unit of work: pass MessageBus(uow=factory)")
+            uow_parameter = name
+        elif name in dependencies:
+            fixed[name] = dependencies[name]
+        else:
+            matches = _matches_by_type(annotation, dependencies)
+            if len(matches) == 1:
+                fixed[name] = dependencies[matches[0]]
+            elif len(matches) > 1:
+                raise unresolved(
+                    f"several dependencies are {annotation.__qualname__} instances "
+                    f"({', '.join(sorted(matches))}); rename the parameter to choose one"
+                )
+            elif parameter.default is inspect.Parameter.empty:
+                by_type = (
+                    f" and none is an instance of {annotation.__qualname__}"
+                    if isinstance(annotation, type)
+                    else ""
+                )
+                raise unresolved(f"no dependency is named {name!r}{by_type}")
+    call = functools.partial(handler, **fixed) if fixed else handler
+    return CallPlan(call, uow_parameter, context_parameter, metadata_parameter)
+
+
+def _matches_by_type(annotation: Any, dependencies: Mapping[str, object]) -> list[str]:
+    if not isinstance(annotation, type) or annotation is object:
+        return []
+    try:
+        return [name for name, value in dependencies.items() if isinstance(value, annotation)]
+    except TypeError:  # a Protocol that is not runtime-checkable, for instance
+        return []

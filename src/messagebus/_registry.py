@@ -1,0 +1,243 @@
+"""Which handlers handle which message types."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar, overload
+
+import attrs
+
+from .exceptions import DuplicateHandlerError, MissingAnnotationError
+from .messages import Command, Event, Message
+from .retry import RetryPolicy
+
+__all__ = ["Registration", "Registry"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+P = ParamSpec("P")
+
+
+def handler_name(handler: object) -> str:
+    """A handler's name as logs and errors show it: ``module.qualname``."""
+    module = getattr(handler, "__module__", None)
+    qualname = getattr(handler, "__qualname__", None) or repr(handler)
+    return f"{module}.{qualname}" if module else qualname
+
+
+@attrs.frozen
+class Registration:
+    """One handler registered for one message type."""
+
+    handler: Callable[..., Any]
+    message_type: type[Message]
+    retry: RetryPolicy | None
+    uow: bool
+
+    @property
+    def name(self) -> str:
+        return handler_name(self.handler)
+
+
+def _message_types_of(handler: Callable[..., Any]) -> tuple[type[Message], ...]:
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError) as exc:
+        raise MissingAnnotationError(handler, f"its signature cannot be read ({exc})") from None
+    parameters = list(signature.parameters.values())
+    if not parameters or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise MissingAnnotationError(
+            handler, "a handler takes the message as its first positional parameter"
+        )
+    first = parameters[0]
+    if first.annotation is inspect.Parameter.empty:
+        raise MissingAnnotationError(
+            handler,
+            f"its first parameter {first.name!r} has no type annotation; annotate it with "
+            "the message type or pass message=... to register()",
+        )
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception as exc:
+        raise MissingAnnotationError(
+            handler, f"the annotation of {first.name!r} cannot be resolved ({exc})"
+        ) from None
+    annotation = hints.get(first.name, first.annotation)
+    candidates = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else (annotation,)
+    )
+    found: list[type[Message]] = []
+    for candidate in candidates:
+        origin = typing.get_origin(candidate) or candidate
+        if not (isinstance(origin, type) and issubclass(origin, (Command, Event))):
+            raise MissingAnnotationError(
+                handler,
+                f"the annotation of {first.name!r}, {candidate!r}, is not a Command or Event type",
+            )
+        found.append(origin)
+    return tuple(found)
+
+
+class Registry:
+    """The handlers of an application, by message type.
+
+    Register plain functions; the message type comes from the annotation of
+    the first parameter (a union registers the handler for each member)::
+
+        registry = Registry()
+
+        @registry.register
+        def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str: ...
+
+        @registry.register(retry=RetryPolicy.no_retries(), uow=False)
+        def send_email(event: OutOfStock, notifications: Notifications) -> None: ...
+
+        registry.register(legacy_handler, message=Deallocated)
+
+    A command has exactly one handler: a second is refused at once.
+    An event has any number, run in registration order.
+    """
+
+    def __init__(self) -> None:
+        self._commands: dict[type[Message], Registration] = {}
+        self._events: dict[type[Message], list[Registration]] = {}
+
+    @overload
+    def register(
+        self,
+        handler: F,
+        /,
+        *,
+        message: type[Message] | Iterable[type[Message]] | None = None,
+        retry: RetryPolicy | None = None,
+        uow: bool = True,
+    ) -> F: ...
+
+    @overload
+    def register(
+        self,
+        handler: None = None,
+        /,
+        *,
+        message: type[Command[R]],
+        retry: RetryPolicy | None = None,
+        uow: bool = True,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    @overload
+    def register(
+        self,
+        handler: None = None,
+        /,
+        *,
+        message: type[Event] | Iterable[type[Message]] | None = None,
+        retry: RetryPolicy | None = None,
+        uow: bool = True,
+    ) -> Callable[[F], F]: ...
+
+    def register(
+        self,
+        handler: F | None = None,
+        /,
+        *,
+        message: type[Message] | Iterable[type[Message]] | None = None,
+        retry: RetryPolicy | None = None,
+        uow: bool = True,
+    ) -> Any:
+        """Register a handler, directly or as a decorator.
+
+        Naming a command type in ``message`` lets mypy check that the handler
+        returns the command's result type.
+
+        Args:
+            handler: A function whose first parameter is the message.
+            message: The message type (or types) it handles, when its first
+                parameter is not annotated with it.
+            retry: This handler's retry policy instead of the bus's default.
+            uow: False for a handler that does no storage work: it runs
+                without a unit of work.
+
+        Raises:
+            MissingAnnotationError: The message type can be found neither in
+                ``message`` nor in the annotation.
+            DuplicateHandlerError: The command already has a handler.
+        """
+
+        def decorate(fn: F) -> F:
+            self._add(fn, message, retry, uow)
+            return fn
+
+        if handler is None:
+            return decorate
+        return decorate(handler)
+
+    def _add(
+        self,
+        handler: Callable[..., Any],
+        message: type[Message] | Iterable[type[Message]] | None,
+        retry: RetryPolicy | None,
+        uow: bool,
+    ) -> None:
+        if not callable(handler):
+            raise MissingAnnotationError(handler, "a handler must be callable")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {retry!r}")
+        if message is None:
+            message_types = _message_types_of(handler)
+        elif isinstance(message, type):
+            message_types = (message,)
+        else:
+            message_types = tuple(message)
+        for message_type in message_types:
+            if not (isinstance(message_type, type) and issubclass(message_type, (Command, Event))):
+                raise MissingAnnotationError(
+                    handler, f"{message_type!r} is not a Command or Event type"
+                )
+        # Check every type before changing anything, so a refused call leaves no trace.
+        for message_type in message_types:
+            if issubclass(message_type, Command) and message_type in self._commands:
+                raise DuplicateHandlerError(
+                    message_type, self._commands[message_type].handler, handler
+                )
+        for message_type in message_types:
+            registration = Registration(handler, message_type, retry, uow)
+            if issubclass(message_type, Command):
+                self._commands[message_type] = registration
+            else:
+                self._events.setdefault(message_type, []).append(registration)
+
+    def include(self, other: Registry) -> None:
+        """Add every handler of another registry (e.g. one per module)."""
+        for registration in other._commands.values():
+            self._add(
+                registration.handler,
+                registration.message_type,
+                registration.retry,
+                registration.uow,
+            )
+        for registrations in other._events.values():
+            for registration in registrations:
+                self._add(
+                    registration.handler,
+                    registration.message_type,
+                    registration.retry,
+                    registration.uow,
+                )
+
+    @property
+    def commands(self) -> Mapping[type[Message], Registration]:
+        """The command handlers by command type (a read-only view)."""
+        return types.MappingProxyType(self._commands)
+
+    @property
+    def events(self) -> Mapping[type[Message], tuple[Registration, ...]]:
+        """The event handlers by event type, in registration order."""
+        return types.MappingProxyType({k: tuple(v) for k, v in self._events.items()})

@@ -1,0 +1,230 @@
+"""The exceptions that messagebus raises.
+
+Every exception is a :class:`MessageBusError`. Configuration errors are raised
+while an application wires its handlers (at registration or when the bus is
+built), never at dispatch; runtime errors are raised while messages are handled
+or deserialised::
+
+    MessageBusError
+    ├── ConfigurationError
+    │   ├── MissingAnnotationError
+    │   ├── DuplicateHandlerError
+    │   ├── UnresolvedDependencyError
+    │   ├── MessageNameConflictError
+    │   └── MissingHandlersError
+    ├── DispatchError
+    │   ├── NotAMessageError
+    │   └── NoHandlerError
+    ├── SerializationError
+    │   ├── UnknownMessageError
+    │   └── InvalidMessageDataError
+    └── ConcurrencyError  (also Transient: retried by the default policy)
+
+Errors raised by handlers themselves are never wrapped: a command's failure
+reaches the caller as the handler's own exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DispatchError",
+    "DuplicateHandlerError",
+    "InvalidMessageDataError",
+    "MessageBusError",
+    "MessageNameConflictError",
+    "MissingAnnotationError",
+    "MissingHandlersError",
+    "NoHandlerError",
+    "NotAMessageError",
+    "SerializationError",
+    "Transient",
+    "UnknownMessageError",
+    "UnresolvedDependencyError",
+]
+
+
+def _describe(obj: object) -> str:
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if qualname is None:
+        return repr(obj)
+    return f"{module}.{qualname}" if module else qualname
+
+
+class Transient(Exception):
+    """Base for an application's own errors that are worth retrying.
+
+    The default retry policy retries any exception that derives from this
+    class (for example a remote service that answered "busy")::
+
+        class StockServiceBusy(messagebus.Transient):
+            pass
+    """
+
+
+class MessageBusError(Exception):
+    """The root of every exception that messagebus raises."""
+
+
+class ConfigurationError(MessageBusError):
+    """The handlers or dependencies given to the bus do not fit together."""
+
+
+class MissingAnnotationError(ConfigurationError):
+    """A handler's message type could not be found.
+
+    Attributes:
+        handler: The handler being registered.
+    """
+
+    def __init__(self, handler: object, reason: str) -> None:
+        self.handler = handler
+        super().__init__(f"cannot register {_describe(handler)}: {reason}")
+
+
+class DuplicateHandlerError(ConfigurationError):
+    """A second handler was registered for a command.
+
+    Attributes:
+        message_type: The command type.
+        existing: The handler registered first.
+        duplicate: The handler that was refused.
+    """
+
+    def __init__(self, message_type: type, existing: object, duplicate: object) -> None:
+        self.message_type = message_type
+        self.existing = existing
+        self.duplicate = duplicate
+        super().__init__(
+            f"command {message_type.__qualname__} already has a handler, "
+            f"{_describe(existing)}; refusing a second one, {_describe(duplicate)}: "
+            "a command goes to exactly one handler"
+        )
+
+
+class UnresolvedDependencyError(ConfigurationError):
+    """A handler asks for a parameter that no dependency provides.
+
+    Attributes:
+        handler: The handler.
+        parameter: The name of the parameter.
+    """
+
+    def __init__(self, handler: object, parameter: str, reason: str) -> None:
+        self.handler = handler
+        self.parameter = parameter
+        super().__init__(
+            f"handler {_describe(handler)} asks for parameter {parameter!r}, but {reason}"
+        )
+
+
+class MessageNameConflictError(ConfigurationError):
+    """Two different message types share one name.
+
+    Attributes:
+        name: The shared name.
+        types: The two types.
+    """
+
+    def __init__(self, name: str, first: type, second: type) -> None:
+        self.name = name
+        self.types = (first, second)
+        super().__init__(
+            f"message name {name!r} is used by both {_describe(first)} and "
+            f"{_describe(second)}; give one of them another name, "
+            f"e.g. class {second.__name__}(Command, name='...')"
+        )
+
+
+class MissingHandlersError(ConfigurationError):
+    """Commands that the application requires handlers for have none.
+
+    Attributes:
+        message_types: The commands without a handler.
+    """
+
+    def __init__(self, message_types: Sequence[type]) -> None:
+        self.message_types = tuple(message_types)
+        names = ", ".join(sorted(_describe(t) for t in self.message_types))
+        super().__init__(f"no handler is registered for these commands: {names}")
+
+
+class DispatchError(MessageBusError):
+    """A message could not be dispatched."""
+
+
+class NotAMessageError(DispatchError, TypeError):
+    """Something that is not a Command or an Event was given to the bus.
+
+    Attributes:
+        value: What was given.
+    """
+
+    def __init__(self, value: object, where: str = "bus.handle()") -> None:
+        self.value = value
+        super().__init__(
+            f"{where} takes a Command or an Event, not {type(value).__qualname__}: {value!r}"
+        )
+
+
+class NoHandlerError(DispatchError, LookupError):
+    """A command was dispatched that no handler is registered for.
+
+    Attributes:
+        message: The command.
+    """
+
+    def __init__(self, message: object) -> None:
+        self.message = message
+        super().__init__(f"no handler is registered for command {message!r}")
+
+
+class SerializationError(MessageBusError):
+    """A message could not be turned into data or back."""
+
+
+class UnknownMessageError(SerializationError, LookupError):
+    """Data names a message type that is not registered.
+
+    Attributes:
+        name: The name found in the data.
+    """
+
+    def __init__(self, name: object, known: Sequence[str] = ()) -> None:
+        self.name = name
+        hint = f"; registered names: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"unknown message name {name!r}{hint}")
+
+
+class InvalidMessageDataError(SerializationError, ValueError):
+    """Data does not fit the message type it names.
+
+    Attributes:
+        name: The message name.
+        errors: One line per problem, each naming the field (``$.qty``).
+    """
+
+    def __init__(self, name: str, errors: Sequence[str], data: Any = None) -> None:
+        self.name = name
+        self.errors = tuple(errors)
+        self.data = data
+        super().__init__(f"invalid data for message {name!r}: " + "; ".join(self.errors))
+
+
+class ConcurrencyError(MessageBusError, Transient):
+    """An aggregate was changed by someone else since it was read.
+
+    Transient: the default retry policy retries the attempt in a fresh unit of work.
+
+    Attributes:
+        aggregate: A description of the aggregate concerned.
+    """
+
+    def __init__(self, aggregate: str) -> None:
+        self.aggregate = aggregate
+        super().__init__(f"{aggregate} was changed by another unit of work since it was read")

@@ -1,0 +1,312 @@
+"""Messages to JSON-safe data and back, with cattrs.
+
+Data is untrusted: :meth:`Serializer.load` constructs only message types that
+were registered with the serializer, found by their stable name. It never
+imports a module or evaluates text named by the data. Checks are strict:
+``"3"`` is not an int, ``5`` is not a str, a naive datetime is not an aware one,
+and an unknown field is refused (a changed schema is a new version).
+
+The wire form of a message is a dict::
+
+    {"name": "Allocate", "version": 1, "payload": {"orderid": "o1", ...},
+     "metadata": {"message_id": "...", ...}}   # metadata only when given
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import threading
+import types
+import typing
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.v import transform_error
+
+from .exceptions import (
+    ConfigurationError,
+    InvalidMessageDataError,
+    MessageNameConflictError,
+    UnknownMessageError,
+)
+from .messages import Message, Metadata, message_name, message_version
+
+__all__ = ["Serializer", "make_converter"]
+
+M = TypeVar("M", bound=Message)
+
+
+def _fail(value: object, expected: str) -> typing.NoReturn:
+    raise ValueError(f"expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _structure_int(value: object, _: type) -> int:
+    if type(value) is not int:
+        _fail(value, "an int")
+    return value
+
+
+def _structure_float(value: object, _: type) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    _fail(value, "a float")
+
+
+def _structure_str(value: object, _: type) -> str:
+    if type(value) is not str:
+        _fail(value, "a str")
+    return value
+
+
+def _structure_bool(value: object, _: type) -> bool:
+    if type(value) is not bool:
+        _fail(value, "a bool")
+    return value
+
+
+def _structure_decimal(value: object, _: type) -> decimal.Decimal:
+    if type(value) is not str:
+        _fail(value, "a decimal number as a str")
+    try:
+        return decimal.Decimal(value)
+    except decimal.InvalidOperation:
+        _fail(value, "a decimal number as a str")
+
+
+def _structure_date(value: object, _: type) -> _dt.date:
+    if type(value) is not str or len(value) != 10:
+        _fail(value, "an ISO date (YYYY-MM-DD)")
+    return _dt.date.fromisoformat(value)
+
+
+def _structure_datetime(value: object, _: type) -> _dt.datetime:
+    if type(value) is not str:
+        _fail(value, "an ISO datetime with a UTC offset")
+    result = _dt.datetime.fromisoformat(value)
+    if result.tzinfo is None:
+        _fail(value, "an ISO datetime with a UTC offset, not a naive one")
+    return result
+
+
+def _structure_uuid(value: object, _: type) -> uuid.UUID:
+    if type(value) is not str:
+        _fail(value, "a UUID as a str")
+    return uuid.UUID(value)
+
+
+def _unstructure_frozenset(value: frozenset[Any], converter: cattrs.Converter) -> list[Any]:
+    items = [converter.unstructure(item) for item in value]
+    try:
+        items.sort()
+    except TypeError:
+        items.sort(key=repr)
+    return items
+
+
+def _is_frozenset(tp: Any) -> bool:
+    return (typing.get_origin(tp) or tp) is frozenset
+
+
+def _is_collection(tp: Any) -> bool:
+    return typing.get_origin(tp) in (tuple, frozenset, list, set) or tp in (
+        tuple,
+        frozenset,
+        list,
+        set,
+    )
+
+
+def _collection_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    """Sequences are JSON arrays; a str or a dict is refused rather than iterated."""
+
+    def factory(tp: Any) -> Callable[[Any, Any], Any]:
+        origin = typing.get_origin(tp) or tp
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if args == ((),):  # pragma: no cover - tuple[()] is not a useful field type
+                args = ()
+
+            def structure_fixed(value: Any, _: Any) -> Any:
+                if type(value) not in (list, tuple):
+                    _fail(value, f"an array of {len(args)} items")
+                if len(value) != len(args):
+                    _fail(value, f"an array of {len(args)} items")
+                return tuple(converter.structure(v, t) for v, t in zip(value, args, strict=True))
+
+            return structure_fixed
+        item_type = args[0] if args else Any
+
+        def structure_many(value: Any, _: Any) -> Any:
+            if type(value) not in (list, tuple):
+                _fail(value, "an array")
+            items = [converter.structure(v, item_type) for v in value]
+            return origin(items)
+
+        return structure_many
+
+    return factory
+
+
+def make_converter() -> cattrs.Converter:
+    """A cattrs converter with the strict rules messagebus uses for payloads.
+
+    Exposed for applications that want to register hooks for their own field
+    types before giving the converter to a :class:`Serializer`.
+    """
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(decimal.Decimal, _structure_decimal)
+    converter.register_unstructure_hook(decimal.Decimal, str)
+    converter.register_structure_hook(_dt.datetime, _structure_datetime)
+    converter.register_unstructure_hook(_dt.datetime, _dt.datetime.isoformat)
+    converter.register_structure_hook(_dt.date, _structure_date)
+    converter.register_unstructure_hook(_dt.date, _dt.date.isoformat)
+    converter.register_structure_hook(uuid.UUID, _structure_uuid)
+    converter.register_unstructure_hook(uuid.UUID, str)
+    converter.register_unstructure_hook_func(
+        _is_frozenset, lambda value: _unstructure_frozenset(value, converter)
+    )
+    converter.register_structure_hook_factory(_is_collection, _collection_hook(converter))
+    return converter
+
+
+class Serializer:
+    """Turns registered messages into JSON-safe dicts and back.
+
+    Args:
+        message_types: Message types to register now (more with :meth:`register`).
+        converter: A converter made by :func:`make_converter`, with the
+            application's own hooks added; by default a new one.
+    """
+
+    def __init__(
+        self,
+        message_types: Iterable[type[Message]] = (),
+        *,
+        converter: cattrs.Converter | None = None,
+    ) -> None:
+        self._converter = converter if converter is not None else make_converter()
+        self._types: dict[str, type[Message]] = {}
+        self._lock = threading.Lock()
+        self.register(*message_types)
+
+    @property
+    def names(self) -> Mapping[str, type[Message]]:
+        """The registered message types by name (a read-only view)."""
+        return types.MappingProxyType(self._types)
+
+    def register(self, *message_types: type[Message]) -> None:
+        """Allow these message types to be loaded by name.
+
+        Raises:
+            MessageNameConflictError: Another type already has the same name.
+            ConfigurationError: A type is not an attrs (or dataclass) message.
+        """
+        with self._lock:
+            for message_type in message_types:
+                if not (isinstance(message_type, type) and issubclass(message_type, Message)):
+                    raise ConfigurationError(f"{message_type!r} is not a Command or Event type")
+                structured = attrs.has(message_type) or dataclasses.is_dataclass(message_type)
+                if not structured:
+                    raise ConfigurationError(
+                        f"message type {message_type.__qualname__} must be an attrs class "
+                        "(decorate it with @attrs.frozen)"
+                    )
+                name = message_name(message_type)
+                known = self._types.get(name)
+                if known is not None and known is not message_type:
+                    raise MessageNameConflictError(name, known, message_type)
+                self._types[name] = message_type
+
+    def type_for(self, name: str) -> type[Message]:
+        """The registered message type with this name.
+
+        Raises:
+            UnknownMessageError: No registered type has this name.
+        """
+        try:
+            return self._types[name]
+        except (KeyError, TypeError):
+            raise UnknownMessageError(name, tuple(self._types)) from None
+
+    def dump_payload(self, message: Message) -> dict[str, Any]:
+        """The message's fields as a JSON-safe dict."""
+        return typing.cast(dict[str, Any], self._converter.unstructure(message))
+
+    def load_payload(self, name: str, payload: object, *, version: int | None = None) -> Message:
+        """Construct the registered message called ``name`` from its fields.
+
+        Raises:
+            UnknownMessageError: ``name`` is not registered.
+            InvalidMessageDataError: The payload does not fit the message, or
+                ``version`` is not the registered type's version.
+        """
+        message_type = self.type_for(name)
+        expected = message_version(message_type)
+        if version is not None and version != expected:
+            raise InvalidMessageDataError(
+                name, [f"version {version!r} is not the registered version {expected}"], payload
+            )
+        if not isinstance(payload, Mapping):
+            raise InvalidMessageDataError(
+                name, [f"payload must be an object, not {type(payload).__name__}"], payload
+            )
+        try:
+            return self._converter.structure(payload, message_type)
+        except Exception as exc:  # cattrs raises exception groups and plain errors
+            raise InvalidMessageDataError(name, transform_error(exc, path=name), payload) from exc
+
+    def dump(self, message: Message, metadata: Metadata | None = None) -> dict[str, Any]:
+        """The wire form of a message, with its metadata when given."""
+        data: dict[str, Any] = {
+            "name": message_name(message),
+            "version": message_version(message),
+            "payload": self.dump_payload(message),
+        }
+        if metadata is not None:
+            data["metadata"] = self.dump_metadata(metadata)
+        return data
+
+    def load(self, data: object) -> Message:
+        """The message described by a wire-form dict (its metadata is ignored)."""
+        return self.load_with_metadata(data)[0]
+
+    def load_with_metadata(self, data: object) -> tuple[Message, Metadata | None]:
+        """The message and, when the data has it, its metadata."""
+        if not isinstance(data, Mapping):
+            raise InvalidMessageDataError(
+                "?", [f"a message must be an object, not {type(data).__name__}"], data
+            )
+        name = data.get("name")
+        if not isinstance(name, str):
+            raise UnknownMessageError(name, tuple(self._types))
+        version = data.get("version")
+        if version is not None and type(version) is not int:
+            raise InvalidMessageDataError(name, [f"version must be an int, not {version!r}"])
+        message = self.load_payload(name, data.get("payload"), version=version)
+        raw_metadata = data.get("metadata")
+        if raw_metadata is None:
+            return message, None
+        try:
+            return message, self.load_metadata(raw_metadata)
+        except Exception as exc:
+            lines = transform_error(exc, path=f"{name}.metadata")
+            raise InvalidMessageDataError(name, lines, data) from exc
+
+    def dump_metadata(self, metadata: Metadata) -> dict[str, Any]:
+        """Metadata as a JSON-safe dict."""
+        return typing.cast(dict[str, Any], self._converter.unstructure(metadata))
+
+    def load_metadata(self, data: object) -> Metadata:
+        """Metadata from a dict made by :meth:`dump_metadata`."""
+        return self._converter.structure(data, Metadata)

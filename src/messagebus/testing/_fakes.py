@@ -1,0 +1,190 @@
+"""An in-memory unit of work that behaves like a transactional database."""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import threading
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Generic, TypeVar
+
+from messagebus.exceptions import ConcurrencyError
+from messagebus.unit_of_work import AbstractUnitOfWork
+
+A = TypeVar("A")
+
+
+def _stored_copy(aggregate: A) -> A:
+    """A copy for the store: events pending on the working copy are not data."""
+    stored = copy.deepcopy(aggregate)
+    events = getattr(stored, "events", None)
+    if isinstance(events, list):
+        events.clear()
+    return stored
+
+
+class InMemoryRepository(Generic[A]):
+    """A table of aggregates kept in memory, shared by fake units of work.
+
+    Used directly, it is the test's view of the "database": :meth:`add` puts
+    an aggregate in at once, :meth:`get` and :meth:`list` read what was
+    committed. Handlers see it through a :class:`FakeUnitOfWork`, which gives
+    each attempt its own copies and writes them back only on commit.
+
+    Args:
+        key: Gives the key of an aggregate (e.g. ``lambda p: p.sku``).
+        items: Aggregates to start with.
+    """
+
+    def __init__(self, key: Callable[[A], Hashable], items: Iterable[A] = ()) -> None:
+        self._key = key
+        self._rows: dict[Hashable, tuple[int, A]] = {}
+        self._lock = threading.RLock()
+        for item in items:
+            self.add(item)
+
+    def key_of(self, aggregate: A) -> Hashable:
+        """The key of an aggregate."""
+        return self._key(aggregate)
+
+    def add(self, aggregate: A) -> None:
+        """Store an aggregate now, outside any unit of work."""
+        with self._lock:
+            key = self._key(aggregate)
+            version = self._rows[key][0] + 1 if key in self._rows else 1
+            self._rows[key] = (version, _stored_copy(aggregate))
+
+    def get(self, key: Hashable) -> A | None:
+        """A copy of the committed aggregate with this key, or None."""
+        with self._lock:
+            row = self._rows.get(key)
+        return None if row is None else copy.deepcopy(row[1])
+
+    def list(self) -> list[A]:
+        """Copies of every committed aggregate."""
+        with self._lock:
+            rows = list(self._rows.values())
+        return [copy.deepcopy(aggregate) for _, aggregate in rows]
+
+    def keys(self) -> builtins.list[Hashable]:
+        """The keys of every committed aggregate."""
+        with self._lock:
+            return list(self._rows)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    # -- used by RepositoryView -------------------------------------------------
+
+    def _read(self, key: Hashable) -> tuple[int, A] | None:
+        with self._lock:
+            row = self._rows.get(key)
+        return None if row is None else (row[0], copy.deepcopy(row[1]))
+
+
+class RepositoryView(Generic[A]):
+    """What one unit of work sees of an :class:`InMemoryRepository`.
+
+    Aggregates read through it are private copies, tracked by the unit of
+    work; its changes reach the repository on commit, and a commit fails with
+    :class:`~messagebus.ConcurrencyError` if another unit of work committed the
+    same aggregate since it was read (an optimistic version check).
+    """
+
+    def __init__(self, repository: InMemoryRepository[A], uow: AbstractUnitOfWork) -> None:
+        self._repository = repository
+        self._uow = uow
+        self._working: dict[Hashable, tuple[int, A]] = {}  # key -> (version read, copy)
+
+    def add(self, aggregate: A) -> None:
+        """Add a new aggregate, stored on commit."""
+        self._working[self._repository.key_of(aggregate)] = (0, self._uow.track(aggregate))
+
+    def get(self, key: Hashable) -> A | None:
+        """The aggregate with this key, or None."""
+        if key in self._working:
+            return self._working[key][1]
+        row = self._repository._read(key)
+        if row is None:
+            return None
+        self._working[key] = (row[0], self._uow.track(row[1]))
+        return row[1]
+
+    def list(self) -> list[A]:
+        """Every aggregate, as this unit of work sees it."""
+        keys = dict.fromkeys([*self._repository.keys(), *self._working])
+        found = (self.get(key) for key in keys)
+        return [aggregate for aggregate in found if aggregate is not None]
+
+    def _check(self) -> None:
+        rows = self._repository._rows
+        for key, (version, _) in self._working.items():
+            current = rows[key][0] if key in rows else 0
+            if current != version:
+                raise ConcurrencyError(f"aggregate {key!r}")
+
+    def _write(self) -> None:
+        rows = self._repository._rows
+        for key, (version, aggregate) in self._working.items():
+            rows[key] = (version + 1, _stored_copy(aggregate))
+        self._working = {key: (version + 1, agg) for key, (version, agg) in self._working.items()}
+
+
+class FakeUnitOfWork(AbstractUnitOfWork):
+    """A unit of work over in-memory repositories, for tests.
+
+    Each keyword names a repository, which handlers reach as an attribute::
+
+        uow = FakeUnitOfWork(products=InMemoryRepository(key=lambda p: p.sku))
+        uow.products.get("LAMP")
+
+    It behaves like a transaction: changes reach the repositories on commit,
+    all or nothing, and rollback discards them with their events.
+
+    Attributes:
+        committed: How many times it committed.
+        rolled_back: How many times it rolled back.
+        closed: Whether it was closed.
+    """
+
+    def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
+        super().__init__()
+        self._views = {name: RepositoryView(repo, self) for name, repo in repositories.items()}
+        self.committed = 0
+        self.rolled_back = 0
+        self.closed = False
+
+    def __getattr__(self, name: str) -> RepositoryView[Any]:
+        views = self.__dict__.get("_views", {})
+        try:
+            return views[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(
+                f"FakeUnitOfWork has no repository {name!r}; it has: {', '.join(views) or 'none'}"
+            ) from None
+
+    def _commit(self) -> None:
+        repositories = sorted(
+            {id(view._repository): view._repository for view in self._views.values()}.items()
+        )
+        locks = [repository._lock for _, repository in repositories]
+        for lock in locks:
+            lock.acquire()
+        try:
+            for view in self._views.values():
+                view._check()
+            for view in self._views.values():
+                view._write()
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        self.committed += 1
+
+    def _rollback(self) -> None:
+        for view in self._views.values():
+            view._working.clear()
+        self.rolled_back += 1
+
+    def close(self) -> None:
+        self.closed = True
