@@ -133,7 +133,10 @@ class MessageBus:
 
     def _handle_other(self, message: Message, metadata: Metadata | None) -> None:
         if isinstance(message, Event):
-            self._dispatch_one(new_envelope(message, None, metadata), deque())
+            queue: deque[Envelope] = deque()
+            self._dispatch_one(new_envelope(message, None, metadata), queue)
+            while queue:
+                self._dispatch_one(queue.popleft(), queue)
             return
         if isinstance(message, Command):
             raise NoHandlerError(message)

@@ -104,7 +104,7 @@ def _default_stop() -> stop_base:
 
 
 def _default_wait() -> wait_base:
-    return tenacity.wait_exponential_jitter(initial=0.05, max=1.0)
+    return tenacity.wait_exponential(multiplier=0.05, max=1.0) + tenacity.wait_random(0, 0.05)
 
 
 def _default_retry() -> retry_base:
@@ -128,8 +128,9 @@ class RetryPolicy:
             retry=messagebus.retry_if_transient(also=(MyError,)),
         )
 
-    The default makes at most 3 attempts, waits 50 ms, 100 ms (with jitter, at
-    most 1 s) between them, and retries only transient failures.
+    The default makes at most 3 attempts, waits about 50 ms then 100 ms
+    between them (exponential, with up to 50 ms of jitter, never more than
+    1 s), and retries only transient failures.
     """
 
     stop: StopStrategy = attrs.field(factory=_default_stop)
