@@ -15,7 +15,7 @@ from ._core import AttemptLog, HandlerPlan, build_plans, check_required, info_ga
 from ._registry import Registry
 from .exceptions import NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
-from .retry import RetryPolicy, _RetryController
+from .retry import RetryPolicy, _RetryController, uses_clock
 from .serialization import Serializer
 
 __all__ = ["MessageBus"]
@@ -24,6 +24,10 @@ R = TypeVar("R")
 
 _NO_EVENTS: tuple[()] = ()
 _perf_counter = time.perf_counter
+
+
+def _monotonic() -> float:
+    return time.monotonic()  # looked up at each call, so that tests can move the clock
 
 
 class MessageBus:
@@ -124,7 +128,7 @@ class MessageBus:
             except Exception as exc:
                 error = exc
             envelope: Envelope = [message, None, None, next_sequence(), now()]
-            return self._retry_after(plan, plan.attempt, envelope, error, None)[0]
+            return self._retry_after(plan, plan.attempt, envelope, error, None, None)[0]
         envelope = [message, None, metadata, next_sequence(), now()]
         result, events = plan.run(envelope)
         if events:
@@ -164,16 +168,30 @@ class MessageBus:
         attempt = plan.attempt = _make_attempt(plan)
         retry_after = self._retry_after
         log = self._log
-        plan.bare = gate is False and plan.uow_factory is None and not plan.plan.per_attempt
+        # A time-based stop (stop_after_delay) must count the first attempt too,
+        # which costs a clock read on every dispatch; attempt counts need none.
+        timed = uses_clock(plan.policy.stop)
+        plan.bare = (
+            gate is False and plan.uow_factory is None and not plan.plan.per_attempt and not timed
+        )
 
         def run_quiet(envelope: Envelope) -> tuple[Any, Any]:
             try:
                 return attempt(envelope)
             except Exception as exc:
                 error = exc
-            return retry_after(plan, attempt, envelope, error, None)
+            return retry_after(plan, attempt, envelope, error, None, None)
+
+        def run_quiet_timed(envelope: Envelope) -> tuple[Any, Any]:
+            first_started = _monotonic()
+            try:
+                return attempt(envelope)
+            except Exception as exc:
+                error = exc
+            return retry_after(plan, attempt, envelope, error, None, first_started)
 
         def run_logged(envelope: Envelope) -> tuple[Any, Any]:
+            first_started = _monotonic() if timed else None
             started = _perf_counter()
             try:
                 outcome = attempt(envelope)
@@ -182,16 +200,17 @@ class MessageBus:
             else:
                 log.succeeded(plan, envelope, 1, started)
                 return outcome
-            return retry_after(plan, attempt, envelope, error, started)
+            return retry_after(plan, attempt, envelope, error, started, first_started)
 
         if gate is True:
             return run_logged
+        quiet = run_quiet_timed if timed else run_quiet
         if gate is False:
-            return run_quiet
+            return quiet
         enabled = gate
 
         def run_gated(envelope: Envelope) -> tuple[Any, Any]:
-            return run_logged(envelope) if enabled() else run_quiet(envelope)
+            return run_logged(envelope) if enabled() else quiet(envelope)
 
         return run_gated
 
@@ -202,14 +221,19 @@ class MessageBus:
         envelope: Envelope,
         error: Exception,
         started: float | None,
+        first_started: float | None,
     ) -> tuple[Any, Any]:
         """Go on after a failed first attempt: retry while the policy says so.
 
-        ``started`` is when the first attempt started, None when attempts are
-        not timed (successes are not logged).
+        ``started`` is when the first attempt started (``perf_counter``), for
+        its log line; None when successes are not logged. ``first_started`` is
+        the same on tenacity's clock (``monotonic``), for time-based stops;
+        None when the policy's stop does not read the clock.
         """
         log = self._log
-        controller = _RetryController(plan.policy, time.monotonic(), error)
+        controller = _RetryController(
+            plan.policy, _monotonic() if first_started is None else first_started, error
+        )
         while True:
             wait = controller.next_wait()
             if wait is None:

@@ -42,6 +42,25 @@ class Registration:
         return handler_name(self.handler)
 
 
+def _resolve(handler: Callable[..., Any], parameter: inspect.Parameter) -> Any:
+    """The first parameter's annotation, evaluated on its own.
+
+    Only this one: another parameter's annotation may name something that is
+    imported only under ``TYPE_CHECKING``, which must not stop registration.
+    """
+    annotation = parameter.annotation
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = dict(getattr(inspect.unwrap(handler), "__globals__", {}))
+    try:
+        return eval(annotation, namespace)  # the handler's own source text, not data
+    except Exception as exc:
+        raise MissingAnnotationError(
+            handler,
+            f"the annotation of {parameter.name!r}, {annotation!r}, cannot be resolved ({exc})",
+        ) from None
+
+
 def _message_types_of(handler: Callable[..., Any]) -> tuple[type[Message], ...]:
     try:
         signature = inspect.signature(handler)
@@ -62,13 +81,7 @@ def _message_types_of(handler: Callable[..., Any]) -> tuple[type[Message], ...]:
             f"its first parameter {first.name!r} has no type annotation; annotate it with "
             "the message type or pass message=... to register()",
         )
-    try:
-        hints = typing.get_type_hints(handler)
-    except Exception as exc:
-        raise MissingAnnotationError(
-            handler, f"the annotation of {first.name!r} cannot be resolved ({exc})"
-        ) from None
-    annotation = hints.get(first.name, first.annotation)
+    annotation = _resolve(handler, first)
     candidates = (
         typing.get_args(annotation)
         if typing.get_origin(annotation) in (typing.Union, types.UnionType)

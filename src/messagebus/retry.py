@@ -11,6 +11,7 @@ errors fail at once, after one attempt.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import tenacity
@@ -141,6 +142,19 @@ class RetryPolicy:
     def no_retries(cls) -> RetryPolicy:
         """A policy that makes one attempt only."""
         return cls(stop=tenacity.stop_after_attempt(1))
+
+
+def uses_clock(stop: Any) -> bool:
+    """Whether a stop strategy may depend on time (so the first attempt must be timed).
+
+    Only the strategies known to count attempts alone are exempt; anything
+    else, custom callables included, is assumed to read the clock.
+    """
+    if isinstance(stop, (tenacity.stop_after_attempt, tenacity.stop.stop_never.__class__)):
+        return False
+    if isinstance(stop, (tenacity.stop_any, tenacity.stop_all)):
+        return any(uses_clock(inner) for inner in stop.stops)
+    return True
 
 
 class _RetryController:

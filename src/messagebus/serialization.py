@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import decimal
+import enum
 import threading
 import types
 import typing
@@ -110,6 +111,33 @@ def _unstructure_frozenset(value: frozenset[Any], converter: cattrs.Converter) -
     return items
 
 
+def _structure_enum(value: object, enum_type: type[enum.Enum]) -> enum.Enum:
+    try:
+        member = enum_type(value)
+    except ValueError:
+        _fail(value, f"one of {[m.value for m in enum_type]!r}")
+    if type(member.value) is not type(value):  # True is not 1, 1.0 is not 1
+        _fail(value, f"one of {[m.value for m in enum_type]!r}")
+    return member
+
+
+def _enum_aware(hook: Callable[[object, Any], Any]) -> Callable[[object, Any], Any]:
+    def structure(value: object, target: Any) -> Any:
+        if isinstance(target, type) and issubclass(target, enum.Enum):
+            return _structure_enum(value, target)
+        return hook(value, target)
+
+    return structure
+
+
+def _unstructure_primitive(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _is_tuple(tp: Any) -> bool:
+    return (typing.get_origin(tp) or tp) is tuple
+
+
 def _is_frozenset(tp: Any) -> bool:
     return (typing.get_origin(tp) or tp) is frozenset
 
@@ -161,10 +189,18 @@ def make_converter() -> cattrs.Converter:
     types before giving the converter to a :class:`Serializer`.
     """
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(int, _structure_int)
-    converter.register_structure_hook(float, _structure_float)
-    converter.register_structure_hook(str, _structure_str)
+    # cattrs dispatches on the class's MRO, so these hooks also receive str,
+    # int and float enums (class Colour(str, Enum)): each hands those on.
+    converter.register_structure_hook(int, _enum_aware(_structure_int))
+    converter.register_structure_hook(float, _enum_aware(_structure_float))
+    converter.register_structure_hook(str, _enum_aware(_structure_str))
     converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(enum.Enum, _structure_enum)
+    for primitive in (str, int, float, enum.Enum):
+        converter.register_unstructure_hook(primitive, _unstructure_primitive)
+    converter.register_unstructure_hook_func(
+        _is_tuple, lambda value: [converter.unstructure(item) for item in value]
+    )
     converter.register_structure_hook(decimal.Decimal, _structure_decimal)
     converter.register_unstructure_hook(decimal.Decimal, str)
     converter.register_structure_hook(_dt.datetime, _structure_datetime)

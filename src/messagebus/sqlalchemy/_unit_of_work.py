@@ -1,0 +1,182 @@
+"""A unit of work on a SQLAlchemy session, with optimistic checks per aggregate."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.orm import InstanceState, Session, UOWTransaction
+
+from messagebus.exceptions import ConfigurationError
+from messagebus.unit_of_work import AbstractUnitOfWork
+
+from ._repository import SqlAlchemyRepository
+
+__all__ = ["SqlAlchemyUnitOfWork"]
+
+#: Where a session made by a unit of work keeps a reference to it.
+_INFO_KEY = "messagebus.unit_of_work"
+
+
+class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
+    """A unit of work over one SQLAlchemy session: one transaction per handler attempt.
+
+    Give the bus a factory that makes one per attempt; each keyword names a
+    repository, reached as an attribute (the same interface as
+    :class:`messagebus.testing.FakeUnitOfWork`)::
+
+        session_factory = sessionmaker(create_engine(url))
+
+        def uow() -> SqlAlchemyUnitOfWork:
+            return SqlAlchemyUnitOfWork(
+                session_factory, products=SqlAlchemyRepository(Product, key="sku")
+            )
+
+        bus = MessageBus(registry, uow=uow)
+
+    The bus commits after the handler returns, rolls back when it fails and
+    always closes; used directly, the unit of work is also a context manager
+    that rolls back on an exception and closes.
+
+    **Optimistic concurrency.** Map an aggregate root with SQLAlchemy's
+    ``version_id_col`` and the aggregate is version-checked *as a whole*: when
+    anything in it changed in a flush (the root, or any object reachable from it
+    through ``save-update`` cascades, such as its batches and their order lines),
+    the root's version is incremented with the row's ``UPDATE ... WHERE
+    version = <read>``. A unit of work that read the aggregate before another one
+    committed a change to it then fails with SQLAlchemy's ``StaleDataError``,
+    which the bus's default policy retries in a fresh unit of work. Roots mapped
+    with ``version_id_generator=False`` keep the versions their application
+    sets. On PostgreSQL at ``REPEATABLE READ`` or ``SERIALIZABLE`` the conflict
+    may surface as a serialisation failure (SQLSTATE 40001) instead: retried too.
+
+    Args:
+        session_factory: Makes the session, e.g. a ``sessionmaker``; called once.
+        **repositories: Repository declarations by the attribute name they
+            are reached by.
+
+    Attributes:
+        session: This unit of work's session, for queries that no repository
+            offers (a read model, say).
+    """
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        /,
+        **repositories: SqlAlchemyRepository[Any],
+    ) -> None:
+        super().__init__()
+        for name, repository in repositories.items():
+            if not isinstance(repository, SqlAlchemyRepository):
+                raise ConfigurationError(
+                    f"repository {name!r} must be a SqlAlchemyRepository, not {repository!r}"
+                )
+            if name.startswith("_") or hasattr(type(self), name) or name == "session":
+                raise ConfigurationError(
+                    f"{name!r} cannot name a repository: SqlAlchemyUnitOfWork uses that name"
+                )
+        session = session_factory()
+        if not isinstance(session, Session):
+            raise ConfigurationError(
+                f"session_factory must make SQLAlchemy Sessions, not {type(session).__qualname__}"
+            )
+        _listen_for_flushes(type(session))
+        session.info[_INFO_KEY] = weakref.ref(self)
+        self.session = session
+        self._repositories = {
+            name: repository.bind(session, self) for name, repository in repositories.items()
+        }
+
+    def __getattr__(self, name: str) -> SqlAlchemyRepository[Any]:
+        repositories = self.__dict__.get("_repositories", {})
+        try:
+            return repositories[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(
+                f"SqlAlchemyUnitOfWork has no repository {name!r}; "
+                f"it has: {', '.join(repositories) or 'none'}"
+            ) from None
+
+    def _commit(self) -> None:
+        self.session.commit()
+
+    def _rollback(self) -> None:
+        self.session.rollback()
+
+    def close(self) -> None:
+        """Close the session: its connection goes back to the pool, any open
+        transaction is rolled back."""
+        self.session.info.pop(_INFO_KEY, None)
+        self.session.close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            self.close()
+
+    def _version_changed_aggregates(self, session: Session) -> None:
+        """Before a flush: increment the version of every aggregate that changed."""
+        deleted = session.deleted
+        for aggregate in self._seen.values():
+            state: InstanceState[Any] | None = sqlalchemy.inspect(aggregate, raiseerr=False)
+            if state is None or state.key is None or state.session is not session:
+                continue  # not mapped, not yet inserted, or not in this session
+            mapper = state.mapper
+            version_column = mapper.version_id_col
+            generate = mapper.version_id_generator
+            if version_column is None or not callable(generate) or aggregate in deleted:
+                continue
+            if not _changed(state, mapper.cascade_iterator("save-update", state), deleted):
+                continue
+            key = mapper.get_property_by_column(version_column).key
+            if state.attrs[key].history.added:
+                continue  # set by the application for this flush already
+            setattr(aggregate, key, generate(getattr(aggregate, key)))
+
+
+def _changed(
+    root: InstanceState[Any],
+    reachable: Iterable[tuple[object, Any, InstanceState[Any], Any]],
+    deleted: Any,
+) -> bool:
+    if root.modified:
+        return True
+    return any(
+        state.modified or state.key is None or obj in deleted for obj, _, state, _ in reachable
+    )
+
+
+def _before_flush(session: Session, flush_context: UOWTransaction, instances: object) -> None:
+    ref = session.info.get(_INFO_KEY)
+    uow = ref() if ref is not None else None
+    if isinstance(uow, SqlAlchemyUnitOfWork):
+        uow._version_changed_aggregates(session)
+
+
+# Session classes whose flushes are watched. A sessionmaker makes sessions of a
+# class of its own, so this listens to the application's sessions only (or to
+# every plain Session, where the factory makes those); sessions that no unit of
+# work made are left alone.
+_listening: weakref.WeakSet[type[Session]] = weakref.WeakSet()
+_listening_lock = threading.Lock()
+
+
+def _listen_for_flushes(session_class: type[Session]) -> None:
+    if session_class in _listening:
+        return
+    with _listening_lock:
+        if session_class not in _listening:
+            event.listen(session_class, "before_flush", _before_flush)
+            _listening.add(session_class)
