@@ -5,6 +5,7 @@ interested handler and fail one at a time, logged and isolated; each handler
 attempt runs in a unit of work, with tenacity retries for what is worth retrying.
 """
 
+from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
 from ._context import Context
 from ._registry import Registry
@@ -28,10 +29,19 @@ from .exceptions import (
 from .messages import Command, Event, Message, Metadata, message_name, message_version
 from .retry import RetryPolicy, is_transient, retry_if_transient
 from .serialization import Serializer, make_converter
-from .unit_of_work import AbstractUnitOfWork, HasEvents, UnitOfWork
+from .unit_of_work import (
+    AbstractAsyncUnitOfWork,
+    AbstractUnitOfWork,
+    AsyncUnitOfWork,
+    HasEvents,
+    UnitOfWork,
+)
 
 __all__ = [
+    "AbstractAsyncUnitOfWork",
     "AbstractUnitOfWork",
+    "AsyncMessageBus",
+    "AsyncUnitOfWork",
     "Command",
     "ConcurrencyError",
     "ConfigurationError",

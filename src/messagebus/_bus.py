@@ -8,15 +8,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
-import structlog
-
-from ._context import MESSAGE, Context, Envelope, metadata_of, new_envelope, next_sequence, now
-from ._core import AttemptLog, HandlerPlan, build_plans, check_required, info_gate, serializer_for
+from ._attempts_sync import make_attempt, monotonic, retry_after
+from ._context import MESSAGE, Envelope, new_envelope, next_sequence, now
+from ._core import BusCore, HandlerPlan
 from ._registry import Registry
 from .exceptions import NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
-from .retry import RetryPolicy, _RetryController, uses_clock
-from .serialization import Serializer
+from .retry import RetryPolicy, uses_clock
 
 __all__ = ["MessageBus"]
 
@@ -26,11 +24,7 @@ _NO_EVENTS: tuple[()] = ()
 _perf_counter = time.perf_counter
 
 
-def _monotonic() -> float:
-    return time.monotonic()  # looked up at each call, so that tests can move the clock
-
-
-class MessageBus:
+class MessageBus(BusCore):
     """Dispatches commands and events to the handlers of a :class:`Registry`.
 
     Build it once, at start-up, and share it: all dispatch state is local to
@@ -68,31 +62,17 @@ class MessageBus:
         logger: Any = None,
         require_handlers: Iterable[type[Command[Any]] | types.ModuleType] = (),
     ) -> None:
-        if uow is not None and not callable(uow):
-            raise TypeError(f"uow must be a factory of units of work, not {uow!r}")
-        self._commands, self._events = build_plans(
-            registry, dependencies or {}, uow, retry if retry is not None else RetryPolicy()
+        super().__init__(
+            registry,
+            dependencies=dependencies,
+            uow=uow,
+            retry=retry,
+            logger=logger,
+            require_handlers=require_handlers,
         )
-        check_required(require_handlers, self._commands)
-        self._serializer = serializer_for(registry)
         self._sleep = sleep
-        if logger is None:
-            logger = structlog.get_logger("messagebus")
-        logger = logger.bind() if hasattr(logger, "bind") else logger
-        self._log = AttemptLog(logger, self._serializer)
-        gate = info_gate(logger)
         for plan in self._plans():
-            plan.run = self._make_run(plan, gate)
-
-    def _plans(self) -> Iterable[HandlerPlan]:
-        yield from self._commands.values()
-        for plans in self._events.values():
-            yield from plans
-
-    @property
-    def serializer(self) -> Serializer:
-        """A serializer that knows every message type this bus handles."""
-        return self._serializer
+            plan.run = self._make_run(plan, self._gate)
 
     @overload
     def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
@@ -128,7 +108,9 @@ class MessageBus:
             except Exception as exc:
                 error = exc
             envelope: Envelope = [message, None, None, next_sequence(), now()]
-            return self._retry_after(plan, plan.attempt, envelope, error, None, None)[0]
+            return retry_after(
+                plan, plan.attempt, envelope, error, None, None, self._log, self._sleep
+            )[0]
         envelope = [message, None, metadata, next_sequence(), now()]
         result, events = plan.run(envelope)
         if events:
@@ -165,9 +147,8 @@ class MessageBus:
     def _make_run(
         self, plan: HandlerPlan, gate: bool | Callable[[], bool]
     ) -> Callable[[Envelope], tuple[Any, Any]]:
-        attempt = plan.attempt = _make_attempt(plan)
-        retry_after = self._retry_after
-        log = self._log
+        attempt = plan.attempt = make_attempt(plan)
+        log, sleep = self._log, self._sleep
         # A time-based stop (stop_after_delay) must count the first attempt too,
         # which costs a clock read on every dispatch; attempt counts need none.
         timed = uses_clock(plan.policy.stop)
@@ -180,18 +161,18 @@ class MessageBus:
                 return attempt(envelope)
             except Exception as exc:
                 error = exc
-            return retry_after(plan, attempt, envelope, error, None, None)
+            return retry_after(plan, attempt, envelope, error, None, None, log, sleep)
 
         def run_quiet_timed(envelope: Envelope) -> tuple[Any, Any]:
-            first_started = _monotonic()
+            first_started = monotonic()
             try:
                 return attempt(envelope)
             except Exception as exc:
                 error = exc
-            return retry_after(plan, attempt, envelope, error, None, first_started)
+            return retry_after(plan, attempt, envelope, error, None, first_started, log, sleep)
 
         def run_logged(envelope: Envelope) -> tuple[Any, Any]:
-            first_started = _monotonic() if timed else None
+            first_started = monotonic() if timed else None
             started = _perf_counter()
             try:
                 outcome = attempt(envelope)
@@ -200,7 +181,7 @@ class MessageBus:
             else:
                 log.succeeded(plan, envelope, 1, started)
                 return outcome
-            return retry_after(plan, attempt, envelope, error, started, first_started)
+            return retry_after(plan, attempt, envelope, error, started, first_started, log, sleep)
 
         if gate is True:
             return run_logged
@@ -213,104 +194,3 @@ class MessageBus:
             return run_logged(envelope) if enabled() else quiet(envelope)
 
         return run_gated
-
-    def _retry_after(
-        self,
-        plan: HandlerPlan,
-        attempt: Callable[[Envelope], tuple[Any, Any]],
-        envelope: Envelope,
-        error: Exception,
-        started: float | None,
-        first_started: float | None,
-    ) -> tuple[Any, Any]:
-        """Go on after a failed first attempt: retry while the policy says so.
-
-        ``started`` is when the first attempt started (``perf_counter``), for
-        its log line; None when successes are not logged. ``first_started`` is
-        the same on tenacity's clock (``monotonic``), for time-based stops;
-        None when the policy's stop does not read the clock.
-        """
-        log = self._log
-        controller = _RetryController(
-            plan.policy, _monotonic() if first_started is None else first_started, error
-        )
-        while True:
-            wait = controller.next_wait()
-            if wait is None:
-                log.failed(plan, envelope, controller.attempt, started, error)
-                raise error
-            log.retrying(plan, envelope, controller.attempt, started, error, wait)
-            self._sleep(wait)
-            controller.started()
-            started = _perf_counter()
-            try:
-                outcome = attempt(envelope)
-            except Exception as exc:
-                error = exc
-                controller.failed(exc)
-                continue
-            log.succeeded(plan, envelope, controller.attempt, started)
-            return outcome
-
-
-def _make_attempt(plan: HandlerPlan) -> Callable[[Envelope], tuple[Any, Any]]:
-    """One attempt of a handler: call it in a fresh unit of work and collect its events."""
-    call = plan.call
-    uow_factory = plan.uow_factory
-    uow_parameter = plan.plan.uow_parameter
-    context_parameter = plan.plan.context_parameter
-    metadata_parameter = plan.plan.metadata_parameter
-
-    if uow_factory is None and not plan.plan.per_attempt:
-
-        def bare_attempt(envelope: Envelope) -> tuple[Any, Any]:
-            return call(envelope[MESSAGE]), _NO_EVENTS
-
-        return bare_attempt
-
-    def attempt(envelope: Envelope) -> tuple[Any, Any]:
-        uow = uow_factory() if uow_factory is not None else None
-        try:
-            kwargs: dict[str, Any] = {}
-            context = None
-            if uow_parameter is not None:
-                kwargs[uow_parameter] = uow
-            if context_parameter is not None:
-                context = kwargs[context_parameter] = Context(envelope, uow)
-            if metadata_parameter is not None:
-                kwargs[metadata_parameter] = metadata_of(envelope)
-            result = call(envelope[MESSAGE], **kwargs)
-            events: list[Event] = []
-            if uow is not None:
-                uow.commit()
-                events.extend(uow.collect_new_events())
-            if context is not None:
-                events.extend(context._events)
-        except BaseException as exc:
-            if uow is not None:
-                _rollback_quietly(uow, exc)
-            raise
-        finally:
-            if uow is not None:
-                _close_quietly(uow)
-        return result, events
-
-    return attempt
-
-
-def _rollback_quietly(uow: Any, error: BaseException) -> None:
-    """Roll back; a failing rollback must not hide the error that caused it."""
-    try:
-        uow.rollback()
-    except Exception:
-        structlog.get_logger("messagebus").exception(
-            "unit_of_work_rollback_failed", original_error=repr(error)
-        )
-
-
-def _close_quietly(uow: Any) -> None:
-    """Close; the attempt's outcome is already decided (and maybe committed)."""
-    try:
-        uow.close()
-    except Exception:
-        structlog.get_logger("messagebus").exception("unit_of_work_close_failed")

@@ -14,8 +14,10 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import structlog
+
 from ._context import MESSAGE, Envelope, metadata_of
-from ._dependencies import CallPlan, plan_call
+from ._dependencies import CallPlan, check_dependencies, plan_call
 from ._registry import Registration, Registry
 from .exceptions import ConfigurationError, MissingHandlersError
 from .messages import Command, Message, message_name
@@ -79,6 +81,7 @@ def build_plans(
     default_policy: RetryPolicy,
 ) -> tuple[dict[type[Message], HandlerPlan], dict[type[Message], tuple[HandlerPlan, ...]]]:
     """Resolve every registration; errors name the handler and the parameter."""
+    check_dependencies(dependencies)
 
     def build(registration: Registration) -> HandlerPlan:
         call = plan_call(registration, dependencies, has_uow_factory=uow_factory is not None)
@@ -118,6 +121,46 @@ def check_required(
     missing = [t for t in wanted if t not in commands]
     if missing:
         raise MissingHandlersError(missing)
+
+
+class BusCore:
+    """What every bus does when it is built: resolve, check, and prepare to log.
+
+    Subclasses (the sync and the async bus) add the driving of the plans.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        dependencies: Mapping[str, object] | None,
+        uow: Callable[[], Any] | None,
+        retry: RetryPolicy | None,
+        logger: Any,
+        require_handlers: Iterable[type[Command[Any]] | types.ModuleType],
+    ) -> None:
+        if uow is not None and not callable(uow):
+            raise TypeError(f"uow must be a factory of units of work, not {uow!r}")
+        self._commands, self._events = build_plans(
+            registry, dependencies or {}, uow, retry if retry is not None else RetryPolicy()
+        )
+        check_required(require_handlers, self._commands)
+        self._serializer = serializer_for(registry)
+        if logger is None:
+            logger = structlog.get_logger("messagebus")
+        logger = logger.bind() if hasattr(logger, "bind") else logger
+        self._log = AttemptLog(logger, self._serializer)
+        self._gate = info_gate(logger)
+
+    def _plans(self) -> Iterable[HandlerPlan]:
+        yield from self._commands.values()
+        for plans in self._events.values():
+            yield from plans
+
+    @property
+    def serializer(self) -> Serializer:
+        """A serializer that knows every message type this bus handles."""
+        return self._serializer
 
 
 def serializer_for(registry: Registry) -> Serializer:

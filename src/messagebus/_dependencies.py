@@ -61,6 +61,15 @@ def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
+def check_dependencies(dependencies: Mapping[str, object]) -> None:
+    """Refuse dependencies that would shadow what the bus provides per attempt."""
+    if UOW_PARAMETER in dependencies:
+        raise ConfigurationError(
+            f"{UOW_PARAMETER!r} cannot be a dependency: the bus opens a unit of work for each "
+            "attempt; pass a factory as MessageBus(uow=...)"
+        )
+
+
 def plan_call(
     registration: Registration,
     dependencies: Mapping[str, object],
@@ -69,11 +78,6 @@ def plan_call(
 ) -> CallPlan:
     """Resolve the parameters of a registered handler against the dependencies."""
     handler = registration.handler
-    if UOW_PARAMETER in dependencies:
-        raise ConfigurationError(
-            f"{UOW_PARAMETER!r} cannot be a dependency: the bus opens a unit of work for each "
-            "attempt; pass a factory as MessageBus(uow=...)"
-        )
     parameters = list(inspect.signature(handler).parameters.values())[1:]
     hints = _hints(handler)
     fixed: dict[str, object] = {}

@@ -214,12 +214,10 @@ class Registry:
                 raise MissingAnnotationError(
                     handler, f"{message_type!r} is not a Command or Event type"
                 )
+        message_types = tuple(dict.fromkeys(message_types))
         # Check every type before changing anything, so a refused call leaves no trace.
         for message_type in message_types:
-            if issubclass(message_type, Command) and message_type in self._commands:
-                raise DuplicateHandlerError(
-                    message_type, self._commands[message_type].handler, handler
-                )
+            self._refuse_duplicate(message_type, handler)
         for message_type in message_types:
             registration = Registration(handler, message_type, retry, uow)
             if issubclass(message_type, Command):
@@ -227,23 +225,35 @@ class Registry:
             else:
                 self._events.setdefault(message_type, []).append(registration)
 
-    def include(self, other: Registry) -> None:
-        """Add every handler of another registry (e.g. one per module)."""
-        for registration in other._commands.values():
-            self._add(
-                registration.handler,
-                registration.message_type,
-                registration.retry,
-                registration.uow,
-            )
-        for registrations in other._events.values():
-            for registration in registrations:
-                self._add(
-                    registration.handler,
-                    registration.message_type,
-                    registration.retry,
-                    registration.uow,
+    def _refuse_duplicate(self, message_type: type[Message], handler: Callable[..., Any]) -> None:
+        if issubclass(message_type, Command):
+            if message_type in self._commands:
+                raise DuplicateHandlerError(
+                    message_type, self._commands[message_type].handler, handler
                 )
+        elif any(r.handler is handler for r in self._events.get(message_type, ())):
+            raise DuplicateHandlerError(message_type, handler, handler)
+
+    def include(self, other: Registry) -> None:
+        """Add every handler of another registry (e.g. one per module).
+
+        All or nothing: if one of its commands already has a handler here, or
+        one of its event handlers is already registered for the same event,
+        nothing is added.
+
+        Raises:
+            DuplicateHandlerError: A command has a handler in both registries.
+        """
+        if other is self:
+            return
+        for message_type, registration in other._commands.items():
+            self._refuse_duplicate(message_type, registration.handler)
+        for message_type, registrations in other._events.items():
+            for registration in registrations:
+                self._refuse_duplicate(message_type, registration.handler)
+        self._commands.update(other._commands)
+        for message_type, registrations in other._events.items():
+            self._events.setdefault(message_type, []).extend(list(registrations))
 
     @property
     def commands(self) -> Mapping[type[Message], Registration]:

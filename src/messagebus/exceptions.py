@@ -88,7 +88,7 @@ class MissingAnnotationError(ConfigurationError):
 
 
 class DuplicateHandlerError(ConfigurationError):
-    """A second handler was registered for a command.
+    """A second handler was registered for a command (or one handler twice for an event).
 
     Attributes:
         message_type: The command type.
@@ -100,11 +100,18 @@ class DuplicateHandlerError(ConfigurationError):
         self.message_type = message_type
         self.existing = existing
         self.duplicate = duplicate
-        super().__init__(
-            f"command {message_type.__qualname__} already has a handler, "
-            f"{_describe(existing)}; refusing a second one, {_describe(duplicate)}: "
-            "a command goes to exactly one handler"
-        )
+        if existing is duplicate:
+            text = (
+                f"{_describe(existing)} is already registered for event "
+                f"{message_type.__qualname__}; it would run twice"
+            )
+        else:
+            text = (
+                f"command {message_type.__qualname__} already has a handler, "
+                f"{_describe(existing)}; refusing a second one, {_describe(duplicate)}: "
+                "a command goes to exactly one handler"
+            )
+        super().__init__(text)
 
 
 class UnresolvedDependencyError(ConfigurationError):

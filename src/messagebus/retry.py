@@ -10,6 +10,7 @@ errors fail at once, after one attempt.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -144,6 +145,10 @@ class RetryPolicy:
         return cls(stop=tenacity.stop_after_attempt(1))
 
 
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
 def uses_clock(stop: Any) -> bool:
     """Whether a stop strategy may depend on time (so the first attempt must be timed).
 
@@ -189,6 +194,20 @@ class _RetryController:
             return None
         state.upcoming_sleep = float(policy.wait(state))
         if policy.stop(state):
+            return None
+        state.idle_for += state.upcoming_sleep
+        state.next_action = tenacity.RetryAction(state.upcoming_sleep)
+        return state.upcoming_sleep
+
+    async def next_wait_async(self) -> float | None:
+        """:meth:`next_wait` for the async bus: strategies may be coroutines,
+        as tenacity's ``AsyncRetrying`` allows."""
+        state = self._state
+        policy = self._policy
+        if not await _maybe_await(policy.retry(state)):
+            return None
+        state.upcoming_sleep = float(await _maybe_await(policy.wait(state)))
+        if await _maybe_await(policy.stop(state)):
             return None
         state.idle_for += state.upcoming_sleep
         state.next_action = tenacity.RetryAction(state.upcoming_sleep)

@@ -20,7 +20,13 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .messages import Event
 
-__all__ = ["AbstractUnitOfWork", "HasEvents", "UnitOfWork"]
+__all__ = [
+    "AbstractAsyncUnitOfWork",
+    "AbstractUnitOfWork",
+    "AsyncUnitOfWork",
+    "HasEvents",
+    "UnitOfWork",
+]
 
 A = TypeVar("A")
 
@@ -50,14 +56,8 @@ class UnitOfWork(Protocol):
         ...
 
 
-class AbstractUnitOfWork(abc.ABC):
-    """A base for units of work that tracks the aggregates it has seen.
-
-    Repositories call :meth:`track` for every aggregate they hand out or
-    receive. Subclasses implement :meth:`_commit` and :meth:`_rollback`, and
-    may override :meth:`close`. It can also be used as a context manager that
-    rolls back on an exception, as in "Architecture Patterns with Python".
-    """
+class _Tracking:
+    """Tracks the aggregates a unit of work has seen, and takes their events."""
 
     def __init__(self) -> None:
         self._seen: dict[int, Any] = {}
@@ -72,23 +72,6 @@ class AbstractUnitOfWork(abc.ABC):
         self._seen.setdefault(id(aggregate), aggregate)
         return aggregate
 
-    def commit(self) -> None:
-        """Commit the transaction."""
-        self._commit()
-
-    def rollback(self) -> None:
-        """Roll the transaction back and drop the events its aggregates raised."""
-        try:
-            self._rollback()
-        finally:
-            for aggregate in self._seen.values():
-                events = getattr(aggregate, "events", None)
-                if isinstance(events, list):
-                    events.clear()
-
-    def close(self) -> None:  # noqa: B027 - optional hook with nothing to do by default
-        """Release resources; nothing by default."""
-
     def collect_new_events(self) -> list[Event]:
         """Take (and clear) the pending events of every aggregate seen, in order."""
         collected: list[Event] = []
@@ -98,6 +81,36 @@ class AbstractUnitOfWork(abc.ABC):
                 collected.extend(events)
                 events.clear()
         return collected
+
+    def _discard_events(self) -> None:
+        for aggregate in self._seen.values():
+            events = getattr(aggregate, "events", None)
+            if isinstance(events, list):
+                events.clear()
+
+
+class AbstractUnitOfWork(_Tracking, abc.ABC):
+    """A base for units of work that tracks the aggregates it has seen.
+
+    Repositories call :meth:`track` for every aggregate they hand out or
+    receive. Subclasses implement :meth:`_commit` and :meth:`_rollback`, and
+    may override :meth:`close`. It can also be used as a context manager that
+    rolls back on an exception, as in "Architecture Patterns with Python".
+    """
+
+    def commit(self) -> None:
+        """Commit the transaction."""
+        self._commit()
+
+    def rollback(self) -> None:
+        """Roll the transaction back and drop the events its aggregates raised."""
+        try:
+            self._rollback()
+        finally:
+            self._discard_events()
+
+    def close(self) -> None:
+        """Release resources; nothing by default."""
 
     @abc.abstractmethod
     def _commit(self) -> None:
@@ -118,3 +131,59 @@ class AbstractUnitOfWork(abc.ABC):
     ) -> None:
         if exc_type is not None:
             self.rollback()
+
+
+@runtime_checkable
+class AsyncUnitOfWork(Protocol):
+    """What the async bus needs of a unit of work."""
+
+    async def commit(self) -> None:
+        """Make the attempt's changes permanent."""
+
+    async def rollback(self) -> None:
+        """Discard the attempt's changes (and the events they raised)."""
+
+    async def close(self) -> None:
+        """Release what the unit of work holds; awaited after every attempt."""
+
+    def collect_new_events(self) -> Sequence[Event]:
+        """Take the new events of the aggregates seen; called only after commit."""
+        ...
+
+
+class AbstractAsyncUnitOfWork(_Tracking, abc.ABC):
+    """The async twin of :class:`AbstractUnitOfWork`, for :class:`~messagebus.AsyncMessageBus`."""
+
+    async def commit(self) -> None:
+        """Commit the transaction."""
+        await self._commit()
+
+    async def rollback(self) -> None:
+        """Roll the transaction back and drop the events its aggregates raised."""
+        try:
+            await self._rollback()
+        finally:
+            self._discard_events()
+
+    async def close(self) -> None:
+        """Release resources; nothing by default."""
+
+    @abc.abstractmethod
+    async def _commit(self) -> None:
+        """Commit the underlying transaction."""
+
+    @abc.abstractmethod
+    async def _rollback(self) -> None:
+        """Roll back the underlying transaction."""
+
+    async def __aenter__(self: A) -> A:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            await self.rollback()

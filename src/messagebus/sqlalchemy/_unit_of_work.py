@@ -126,24 +126,25 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         finally:
             self.close()
 
-    def _version_changed_aggregates(self, session: Session) -> None:
-        """Before a flush: increment the version of every aggregate that changed."""
-        deleted = session.deleted
-        for aggregate in self._seen.values():
-            state: InstanceState[Any] | None = sqlalchemy.inspect(aggregate, raiseerr=False)
-            if state is None or state.key is None or state.session is not session:
-                continue  # not mapped, not yet inserted, or not in this session
-            mapper = state.mapper
-            version_column = mapper.version_id_col
-            generate = mapper.version_id_generator
-            if version_column is None or not callable(generate) or aggregate in deleted:
-                continue
-            if not _changed(state, mapper.cascade_iterator("save-update", state), deleted):
-                continue
-            key = mapper.get_property_by_column(version_column).key
-            if state.attrs[key].history.added:
-                continue  # set by the application for this flush already
-            setattr(aggregate, key, generate(getattr(aggregate, key)))
+
+def _version_changed_aggregates(session: Session, aggregates: Iterable[object]) -> None:
+    """Before a flush: increment the version of every aggregate that changed."""
+    deleted = session.deleted
+    for aggregate in aggregates:
+        state: InstanceState[Any] | None = sqlalchemy.inspect(aggregate, raiseerr=False)
+        if state is None or state.key is None or state.session is not session:
+            continue  # not mapped, not yet inserted, or not in this session
+        mapper = state.mapper
+        version_column = mapper.version_id_col
+        generate = mapper.version_id_generator
+        if version_column is None or not callable(generate) or aggregate in deleted:
+            continue
+        if not _changed(state, mapper.cascade_iterator("save-update", state), deleted):
+            continue
+        key = mapper.get_property_by_column(version_column).key
+        if state.attrs[key].history.added:
+            continue  # set by the application for this flush already
+        setattr(aggregate, key, generate(getattr(aggregate, key)))
 
 
 def _changed(
@@ -161,8 +162,8 @@ def _changed(
 def _before_flush(session: Session, flush_context: UOWTransaction, instances: object) -> None:
     ref = session.info.get(_INFO_KEY)
     uow = ref() if ref is not None else None
-    if isinstance(uow, SqlAlchemyUnitOfWork):
-        uow._version_changed_aggregates(session)
+    if uow is not None:
+        _version_changed_aggregates(session, uow.seen)
 
 
 # Session classes whose flushes are watched. A sessionmaker makes sessions of a
@@ -177,6 +178,6 @@ def _listen_for_flushes(session_class: type[Session]) -> None:
     if session_class in _listening:
         return
     with _listening_lock:
-        if session_class not in _listening:
+        if session_class not in _listening:  # pragma: no branch - lost only in a race
             event.listen(session_class, "before_flush", _before_flush)
             _listening.add(session_class)

@@ -9,6 +9,11 @@ database::
     assert products.get("LAMP").batches[0].reference == "b1"
 """
 
-from ._fakes import FakeUnitOfWork, InMemoryRepository, RepositoryView
+from ._fakes import FakeAsyncUnitOfWork, FakeUnitOfWork, InMemoryRepository, RepositoryView
 
-__all__ = ["FakeUnitOfWork", "InMemoryRepository", "RepositoryView"]
+__all__ = [
+    "FakeAsyncUnitOfWork",
+    "FakeUnitOfWork",
+    "InMemoryRepository",
+    "RepositoryView",
+]

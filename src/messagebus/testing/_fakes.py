@@ -5,11 +5,12 @@ from __future__ import annotations
 import builtins
 import copy
 import threading
+import typing
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 from messagebus.exceptions import ConcurrencyError
-from messagebus.unit_of_work import AbstractUnitOfWork
+from messagebus.unit_of_work import AbstractAsyncUnitOfWork, AbstractUnitOfWork, _Tracking
 
 A = TypeVar("A")
 
@@ -92,7 +93,7 @@ class RepositoryView(Generic[A]):
     same aggregate since it was read (an optimistic version check).
     """
 
-    def __init__(self, repository: InMemoryRepository[A], uow: AbstractUnitOfWork) -> None:
+    def __init__(self, repository: InMemoryRepository[A], uow: _Tracking) -> None:
         self._repository = repository
         self._uow = uow
         self._working: dict[Hashable, tuple[int, A]] = {}  # key -> (version read, copy)
@@ -131,7 +132,44 @@ class RepositoryView(Generic[A]):
         self._working = {key: (version + 1, agg) for key, (version, agg) in self._working.items()}
 
 
-class FakeUnitOfWork(AbstractUnitOfWork):
+def _commit_views(views: Iterable[RepositoryView[Any]]) -> None:
+    """Write every view back, all or nothing, holding every repository's lock."""
+    views = list(views)
+    repositories = sorted({id(view._repository): view._repository for view in views}.items())
+    locks = [repository._lock for _, repository in repositories]
+    for lock in locks:
+        lock.acquire()
+    try:
+        for view in views:
+            view._check()
+        for view in views:
+            view._write()
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+class _FakeRepositories:
+    """Repositories reached as attributes, one view per unit of work."""
+
+    _views: dict[str, RepositoryView[Any]]
+
+    def _open(self, repositories: dict[str, InMemoryRepository[Any]]) -> None:
+        tracker = typing.cast(_Tracking, self)
+        self._views = {name: RepositoryView(repo, tracker) for name, repo in repositories.items()}
+
+    def __getattr__(self, name: str) -> RepositoryView[Any]:
+        views = self.__dict__.get("_views", {})
+        try:
+            return views[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__} has no repository {name!r}; "
+                f"it has: {', '.join(views) or 'none'}"
+            ) from None
+
+
+class FakeUnitOfWork(_FakeRepositories, AbstractUnitOfWork):
     """A unit of work over in-memory repositories, for tests.
 
     Each keyword names a repository, which handlers reach as an attribute::
@@ -150,35 +188,13 @@ class FakeUnitOfWork(AbstractUnitOfWork):
 
     def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
         super().__init__()
-        self._views = {name: RepositoryView(repo, self) for name, repo in repositories.items()}
+        self._open(repositories)
         self.committed = 0
         self.rolled_back = 0
         self.closed = False
 
-    def __getattr__(self, name: str) -> RepositoryView[Any]:
-        views = self.__dict__.get("_views", {})
-        try:
-            return views[name]  # type: ignore[no-any-return]
-        except KeyError:
-            raise AttributeError(
-                f"FakeUnitOfWork has no repository {name!r}; it has: {', '.join(views) or 'none'}"
-            ) from None
-
     def _commit(self) -> None:
-        repositories = sorted(
-            {id(view._repository): view._repository for view in self._views.values()}.items()
-        )
-        locks = [repository._lock for _, repository in repositories]
-        for lock in locks:
-            lock.acquire()
-        try:
-            for view in self._views.values():
-                view._check()
-            for view in self._views.values():
-                view._write()
-        finally:
-            for lock in reversed(locks):
-                lock.release()
+        _commit_views(self._views.values())
         self.committed += 1
 
     def _rollback(self) -> None:
@@ -187,4 +203,27 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.rolled_back += 1
 
     def close(self) -> None:
+        self.closed = True
+
+
+class FakeAsyncUnitOfWork(_FakeRepositories, AbstractAsyncUnitOfWork):
+    """:class:`FakeUnitOfWork` for the async bus: the same, with awaitable methods."""
+
+    def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
+        super().__init__()
+        self._open(repositories)
+        self.committed = 0
+        self.rolled_back = 0
+        self.closed = False
+
+    async def _commit(self) -> None:
+        _commit_views(self._views.values())
+        self.committed += 1
+
+    async def _rollback(self) -> None:
+        for view in self._views.values():
+            view._working.clear()
+        self.rolled_back += 1
+
+    async def close(self) -> None:
         self.closed = True

@@ -1,0 +1,166 @@
+"""The asyncio message bus.
+
+It drives the same handler plans as the sync bus (resolution, policies,
+retry decisions, envelopes and log lines all come from the shared core); only
+the awaiting differs. Handlers must be ``async def``: a plain function is
+refused when the bus is built, since running it on the event loop would block
+every other task, and running it in a thread would take it out of the unit of
+work's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+import types
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
+
+from ._attempts_async import make_attempt, monotonic, retry_after
+from ._context import MESSAGE, Envelope, next_sequence, now
+from ._core import BusCore, HandlerPlan
+from ._registry import Registry
+from .exceptions import ConfigurationError, NoHandlerError, NotAMessageError
+from .messages import Command, Event, Message, Metadata
+from .retry import RetryPolicy, uses_clock
+
+__all__ = ["AsyncMessageBus"]
+
+R = TypeVar("R")
+
+_NO_EVENTS: tuple[()] = ()
+_perf_counter = time.perf_counter
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    target: Any = handler
+    while isinstance(target, functools.partial):
+        target = target.func
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - a callable object's own method
+    )
+
+
+class AsyncMessageBus(BusCore):
+    """Dispatches commands and events to the ``async def`` handlers of a :class:`Registry`.
+
+    It keeps every promise of :class:`MessageBus`: one handler per command and
+    its result returned, events isolated and breadth first, a fresh unit of
+    work per attempt, retries with the same :class:`RetryPolicy`. Share one
+    bus between all tasks: dispatch state is local to each :meth:`handle` call.
+
+    A cancelled :meth:`handle` rolls back the attempt's unit of work,
+    dispatches nothing from it, and lets the cancellation reach the caller.
+
+    Args:
+        registry: The handlers; every one must be an ``async def`` function.
+        dependencies: As for :class:`MessageBus`.
+        uow: A factory of async units of work (:class:`AsyncUnitOfWork`).
+        retry: The default retry policy; strategies may be coroutines.
+        sleep: How retries wait (awaited); by default ``asyncio.sleep``.
+        logger: A structlog logger; by default ``structlog.get_logger("messagebus")``.
+        require_handlers: As for :class:`MessageBus`.
+
+    Raises:
+        ConfigurationError: A handler is not an ``async def`` function.
+        UnresolvedDependencyError: A handler asks for something nothing provides.
+        MissingHandlersError: A required command has no handler.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        dependencies: Mapping[str, object] | None = None,
+        uow: Callable[[], Any] | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        logger: Any = None,
+        require_handlers: Iterable[type[Command[Any]] | types.ModuleType] = (),
+    ) -> None:
+        super().__init__(
+            registry,
+            dependencies=dependencies,
+            uow=uow,
+            retry=retry,
+            logger=logger,
+            require_handlers=require_handlers,
+        )
+        self._sleep = sleep
+        for plan in self._plans():
+            if not _is_async(plan.registration.handler):
+                raise ConfigurationError(
+                    f"AsyncMessageBus runs async handlers, and {plan.name} is a plain "
+                    "function: make it `async def` (do blocking work inside it with "
+                    "`await asyncio.to_thread(...)`), or use MessageBus"
+                )
+            plan.run = self._make_run(plan)  # type: ignore[assignment]
+
+    @overload
+    async def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
+
+    @overload
+    async def handle(self, message: Event, *, metadata: Metadata | None = None) -> None: ...
+
+    async def handle(self, message: Message, *, metadata: Metadata | None = None) -> Any:
+        """Handle a message and every event that follows from it, breadth first.
+
+        As :meth:`MessageBus.handle`, awaited.
+        """
+        plan = self._commands.get(message.__class__)
+        envelope: Envelope = [message, None, metadata, next_sequence(), now()]
+        if plan is None:
+            if isinstance(message, Event):
+                queue: deque[Envelope] = deque((envelope,))
+                await self._drain(queue)
+                return None
+            if isinstance(message, Command):
+                raise NoHandlerError(message)
+            raise NotAMessageError(message)
+        result, events = await plan.run(envelope)  # type: ignore[misc]
+        if events:
+            await self._drain(
+                deque([event, envelope, None, next_sequence(), now()] for event in events)
+            )
+        return result
+
+    async def _drain(self, queue: deque[Envelope]) -> None:
+        while queue:
+            envelope = queue.popleft()
+            for plan in self._events.get(envelope[MESSAGE].__class__, _NO_EVENTS):
+                try:
+                    _, events = await plan.run(envelope)  # type: ignore[misc]
+                except Exception:  # logged as given up by run(); isolated here
+                    continue
+                if events:
+                    queue.extend(
+                        [event, envelope, None, next_sequence(), now()] for event in events
+                    )
+
+    def _make_run(self, plan: HandlerPlan) -> Callable[[Envelope], Awaitable[tuple[Any, Any]]]:
+        attempt = make_attempt(plan)
+        gate = self._gate
+        log = self._log
+        sleep = self._sleep
+        timed = uses_clock(plan.policy.stop)
+
+        async def run(envelope: Envelope) -> tuple[Any, Any]:
+            logged = gate() if callable(gate) else gate
+            first_started = monotonic() if timed else None
+            started = _perf_counter() if logged else None
+            try:
+                outcome = await attempt(envelope)
+            except Exception as exc:
+                error = exc
+            else:
+                if started is not None:
+                    log.succeeded(plan, envelope, 1, started)
+                return outcome
+            return await retry_after(
+                plan, attempt, envelope, error, started, first_started, log, sleep
+            )
+
+        return run

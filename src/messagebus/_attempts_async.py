@@ -1,0 +1,129 @@
+"""Handler attempts and retries, for the async bus.
+
+This module is the source of ``_attempts_sync.py``, which
+``scripts/generate_sync.py`` writes from it by removing ``async`` and
+``await``; a test fails when the two drift apart. Edit this one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from ._context import MESSAGE, Context, Envelope, metadata_of
+from ._core import AttemptLog, HandlerPlan
+from .messages import Event
+from .retry import _RetryController
+
+Outcome = tuple[Any, Any]
+AttemptFn = Callable[[Envelope], Awaitable[Outcome]]
+_NO_EVENTS: tuple[()] = ()
+
+
+def monotonic() -> float:
+    return time.monotonic()  # looked up at each call, so that tests can move the clock
+
+
+async def retry_after(
+    plan: HandlerPlan,
+    attempt: AttemptFn,
+    envelope: Envelope,
+    error: Exception,
+    started: float | None,
+    first_started: float | None,
+    log: AttemptLog,
+    sleep: Callable[[float], Awaitable[object]],
+) -> Outcome:
+    """Go on after a failed first attempt: retry while the policy says so.
+
+    ``started`` is when the first attempt started (``perf_counter``), for its
+    log line; None when successes are not logged. ``first_started`` is the
+    same on tenacity's clock (``monotonic``), for time-based stops; None when
+    the policy's stop does not read the clock.
+    """
+    controller = _RetryController(
+        plan.policy, monotonic() if first_started is None else first_started, error
+    )
+    while True:
+        wait = await controller.next_wait_async()
+        if wait is None:
+            log.failed(plan, envelope, controller.attempt, started, error)
+            raise error
+        log.retrying(plan, envelope, controller.attempt, started, error, wait)
+        await sleep(wait)
+        controller.started()
+        started = time.perf_counter()
+        try:
+            outcome = await attempt(envelope)
+        except Exception as exc:
+            error = exc
+            controller.failed(exc)
+            continue
+        log.succeeded(plan, envelope, controller.attempt, started)
+        return outcome
+
+
+def make_attempt(plan: HandlerPlan) -> AttemptFn:
+    """One attempt of a handler: call it in a fresh unit of work and collect its events."""
+    call = plan.call
+    uow_factory = plan.uow_factory
+    uow_parameter = plan.plan.uow_parameter
+    context_parameter = plan.plan.context_parameter
+    metadata_parameter = plan.plan.metadata_parameter
+
+    if uow_factory is None and not plan.plan.per_attempt:
+
+        async def bare_attempt(envelope: Envelope) -> Outcome:
+            return await call(envelope[MESSAGE]), _NO_EVENTS
+
+        return bare_attempt
+
+    async def attempt(envelope: Envelope) -> Outcome:
+        uow = uow_factory() if uow_factory is not None else None
+        try:
+            kwargs: dict[str, Any] = {}
+            context = None
+            if uow_parameter is not None:
+                kwargs[uow_parameter] = uow
+            if context_parameter is not None:
+                context = kwargs[context_parameter] = Context(envelope, uow)
+            if metadata_parameter is not None:
+                kwargs[metadata_parameter] = metadata_of(envelope)
+            result = await call(envelope[MESSAGE], **kwargs)
+            events: list[Event] = []
+            if uow is not None:
+                await uow.commit()
+                events.extend(uow.collect_new_events())
+            if context is not None:
+                events.extend(context._events)
+        except BaseException as exc:  # cancellation included: roll back, then re-raise
+            if uow is not None:
+                await _rollback_quietly(uow, exc)
+            raise
+        finally:
+            if uow is not None:
+                await _close_quietly(uow)
+        return result, events
+
+    return attempt
+
+
+async def _rollback_quietly(uow: Any, error: BaseException) -> None:
+    """Roll back; a failing rollback must not hide the error that caused it."""
+    try:
+        await uow.rollback()
+    except Exception:
+        structlog.get_logger("messagebus").exception(
+            "unit_of_work_rollback_failed", original_error=repr(error)
+        )
+
+
+async def _close_quietly(uow: Any) -> None:
+    """Close; the attempt's outcome is already decided (and maybe committed)."""
+    try:
+        await uow.close()
+    except Exception:
+        structlog.get_logger("messagebus").exception("unit_of_work_close_failed")

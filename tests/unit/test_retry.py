@@ -1,0 +1,524 @@
+"""Retries (DESIGN.md §5): tenacity policies, what is transient, and waits that tests inject."""
+
+import logging
+import time
+import typing
+
+import attrs
+import pytest
+import structlog
+import tenacity
+from structlog.typing import EventDict
+
+from messagebus import (
+    Command,
+    ConcurrencyError,
+    Context,
+    Event,
+    MessageBus,
+    Registry,
+    RetryPolicy,
+    Transient,
+    is_transient,
+    retry_if_transient,
+)
+from messagebus.testing import FakeUnitOfWork
+
+
+@attrs.frozen
+class Allocate(Command[str]):
+    sku: str
+
+
+@attrs.frozen
+class Allocated(Event):
+    sku: str
+
+
+class OperationalError(Exception):
+    """Named like PEP 249's (and SQLAlchemy's) OperationalError, from no driver."""
+
+
+class StaleDataError(Exception):
+    """Named like SQLAlchemy's error for a failed optimistic version check."""
+
+
+class SerializationFailure(Exception):
+    """Shaped like psycopg 3's: the SQLSTATE in ``sqlstate``."""
+
+    sqlstate = "40001"
+
+
+class DeadlockDetected(Exception):
+    """Shaped like psycopg2's: the SQLSTATE in ``pgcode``."""
+
+    pgcode = "40P01"
+
+
+class UniqueViolation(Exception):
+    sqlstate = "23505"
+
+
+class DBAPIError(Exception):
+    """Shaped like SQLAlchemy's: the driver's error in ``orig``."""
+
+    def __init__(self, orig: BaseException, *, connection_invalidated: bool = False) -> None:
+        super().__init__(f"({type(orig).__name__}) {orig}")
+        self.orig = orig
+        self.connection_invalidated = connection_invalidated
+
+
+class StockServiceBusy(Transient):
+    """An application's own retryable error."""
+
+
+def caused_by(cause: BaseException) -> RuntimeError:
+    """A domain-looking error raised ``from`` another one."""
+    try:
+        raise cause
+    except BaseException as exc:
+        try:
+            raise RuntimeError("repository failed") from exc
+        except RuntimeError as wrapped:
+            return wrapped
+
+
+def raised_while_handling(cause: BaseException) -> ValueError:
+    """A domain error raised in an ``except`` block: linked by ``__context__`` only."""
+    try:
+        raise cause
+    except BaseException:
+        try:
+            raise ValueError("no such batch")  # in an except block: the point
+        except ValueError as error:
+            return error
+
+
+TRANSIENT: dict[str, typing.Callable[[], BaseException]] = {
+    "TimeoutError": lambda: TimeoutError("query timed out"),
+    "ConnectionError": lambda: ConnectionResetError("connection reset by peer"),
+    "OperationalError": lambda: OperationalError("server closed the connection"),
+    "StaleDataError": lambda: StaleDataError("expected to update 1 row, updated 0"),
+    "Transient subclass": lambda: StockServiceBusy("stock service busy"),
+    "ConcurrencyError": lambda: ConcurrencyError("aggregate 'lamp'"),
+    "sqlstate 40001 as orig": lambda: DBAPIError(SerializationFailure("could not serialize")),
+    "sqlstate 40001 as __cause__": lambda: caused_by(SerializationFailure("could not serialize")),
+    "pgcode 40P01": lambda: DeadlockDetected("deadlock detected"),
+    "pgcode 40P01 as orig": lambda: DBAPIError(DeadlockDetected("deadlock detected")),
+    "connection invalidated": lambda: DBAPIError(
+        Exception("server gone"), connection_invalidated=True
+    ),
+    "TimeoutError two levels down": lambda: caused_by(DBAPIError(TimeoutError())),
+}
+
+NOT_TRANSIENT: dict[str, typing.Callable[[], BaseException]] = {
+    "ValueError": lambda: ValueError("out of stock"),
+    "KeyError": lambda: KeyError("lamp"),
+    "other sqlstate": lambda: DBAPIError(UniqueViolation("duplicate key")),
+    "connection not invalidated": lambda: DBAPIError(Exception("syntax error")),
+    "raised while handling a TimeoutError": lambda: raised_while_handling(TimeoutError()),
+}
+
+
+def failing_handler(
+    registry: Registry,
+    errors: typing.Callable[[], BaseException],
+    *,
+    failures: int = 1000,
+    retry: RetryPolicy | None = None,
+) -> list[int]:
+    """Register a handler of Allocate that fails ``failures`` times; returns its attempts."""
+    attempts: list[int] = []
+
+    @registry.register(retry=retry, uow=False)
+    def allocate(cmd: Allocate) -> str:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) <= failures:
+            raise errors()
+        return "done"
+
+    return attempts
+
+
+@pytest.fixture
+def no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(seconds: float) -> None:
+        raise AssertionError(f"time.sleep({seconds}) was called")
+
+    monkeypatch.setattr(time, "sleep", refuse)
+
+
+# -- the default policy -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_default_policy_retries_a_transient_failure_and_gives_up_after_three_attempts(
+    error: typing.Callable[[], BaseException], waits: list[float], logs: list[EventDict]
+) -> None:
+    registry = Registry()
+    attempts = failing_handler(registry, error)
+
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - checked just below
+        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert type(error()) is type(caught.value)
+    assert ([1, 2, 3], 2) == (attempts, len(waits))
+
+
+@pytest.mark.parametrize("error", NOT_TRANSIENT.values(), ids=NOT_TRANSIENT.keys())
+def test_default_policy_gives_a_domain_error_exactly_one_attempt(
+    error: typing.Callable[[], BaseException], waits: list[float], logs: list[EventDict]
+) -> None:
+    registry = Registry()
+    attempts = failing_handler(registry, error)
+
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - checked just below
+        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert type(error()) is type(caught.value)
+    assert ([1], []) == (attempts, waits)
+
+
+def test_transient_failure_that_clears_up_is_retried_until_it_succeeds(
+    waits: list[float],
+) -> None:
+    registry = Registry()
+    attempts = failing_handler(registry, TRANSIENT["TimeoutError"], failures=2)
+
+    result = MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert ("done", [1, 2, 3]) == (result, attempts)
+
+
+def test_default_policy_waits_about_50_ms_then_about_100_ms(waits: list[float]) -> None:
+    registry = Registry()
+    failing_handler(registry, TRANSIENT["TimeoutError"], failures=2)
+
+    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    first, second = waits
+    assert 0.05 <= first <= 0.1
+    assert 0.1 <= second <= 0.15
+
+
+def test_event_handler_is_retried_like_a_command_handler(
+    waits: list[float], logs: list[EventDict]
+) -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.register
+    def record(event: Allocated) -> None:
+        attempts.append(len(attempts) + 1)
+        raise TimeoutError("query timed out")
+
+    MessageBus(registry, sleep=waits.append).handle(Allocated("lamp"))
+
+    assert [1, 2, 3] == attempts
+    assert [("message_failed", 3)] == [
+        (entry["event"], entry["attempt"]) for entry in logs if entry["outcome"] == "failed"
+    ]
+
+
+# -- policies ---------------------------------------------------------------------
+
+
+def test_handlers_own_policy_overrides_the_bus_default(waits: list[float]) -> None:
+    registry = Registry()
+    attempts = failing_handler(
+        registry,
+        TRANSIENT["TimeoutError"],
+        failures=4,
+        retry=RetryPolicy(stop=tenacity.stop_after_attempt(5)),
+    )
+
+    result = MessageBus(registry, retry=RetryPolicy.no_retries(), sleep=waits.append).handle(
+        Allocate("lamp")
+    )
+
+    assert ("done", [1, 2, 3, 4, 5]) == (result, attempts)
+
+
+def test_bus_default_policy_applies_to_handlers_without_their_own(
+    waits: list[float], logs: list[EventDict]
+) -> None:
+    registry = Registry()
+    attempts = failing_handler(registry, TRANSIENT["TimeoutError"])
+
+    bus = MessageBus(
+        registry, retry=RetryPolicy(stop=tenacity.stop_after_attempt(4)), sleep=waits.append
+    )
+    with pytest.raises(TimeoutError):
+        bus.handle(Allocate("lamp"))
+
+    assert [1, 2, 3, 4] == attempts
+
+
+def test_no_retries_policy_makes_one_attempt_even_for_a_transient_failure(
+    waits: list[float], logs: list[EventDict]
+) -> None:
+    registry = Registry()
+    attempts = failing_handler(registry, TRANSIENT["TimeoutError"], retry=RetryPolicy.no_retries())
+
+    with pytest.raises(TimeoutError):
+        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert ([1], []) == (attempts, waits)
+
+
+def test_any_tenacity_retry_strategy_decides_what_is_retried(
+    waits: list[float], logs: list[EventDict]
+) -> None:
+    keys = Registry()
+    key_attempts = failing_handler(keys, lambda: KeyError("lamp"), failures=2)
+    timeouts = Registry()
+    timeout_attempts = failing_handler(timeouts, TRANSIENT["TimeoutError"])
+    policy = RetryPolicy(retry=tenacity.retry_if_exception_type(KeyError))
+
+    MessageBus(keys, retry=policy, sleep=waits.append).handle(Allocate("lamp"))
+    with pytest.raises(TimeoutError):
+        MessageBus(timeouts, retry=policy, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert ([1, 2, 3], [1]) == (key_attempts, timeout_attempts)
+
+
+def test_any_tenacity_wait_strategy_gives_the_waits(waits: list[float]) -> None:
+    registry = Registry()
+    failing_handler(
+        registry,
+        TRANSIENT["TimeoutError"],
+        failures=2,
+        retry=RetryPolicy(wait=tenacity.wait_fixed(0.25)),
+    )
+
+    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert [0.25, 0.25] == waits
+
+
+def test_any_tenacity_stop_strategy_decides_when_to_give_up(
+    monkeypatch: pytest.MonkeyPatch, logs: list[EventDict]
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # lets the fake clock run, instantly
+        waits.append(seconds)
+        clock[0] += seconds
+
+    registry = Registry()
+    attempts = failing_handler(
+        registry,
+        TRANSIENT["TimeoutError"],
+        retry=RetryPolicy(
+            stop=tenacity.stop_after_attempt(10) | tenacity.stop_after_delay(1.0),
+            wait=tenacity.wait_fixed(0.3),
+        ),
+    )
+
+    with pytest.raises(TimeoutError):
+        MessageBus(registry, sleep=sleep).handle(Allocate("lamp"))
+
+    # The fifth attempt fails 1.2 s after the first: over the 1 s budget.
+    assert ([1, 2, 3, 4, 5], [0.3] * 4) == (attempts, waits)
+
+
+def filtered_at_warning() -> typing.Any:
+    return structlog.wrap_logger(
+        None, wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+    )
+
+
+@pytest.mark.parametrize(
+    "logger",
+    [pytest.param(None, id="successes-logged"), pytest.param(filtered_at_warning(), id="quiet")],
+)
+def test_stop_after_delay_counts_the_time_of_the_first_attempt(
+    logger: typing.Any,
+    monkeypatch: pytest.MonkeyPatch,
+    waits: list[float],
+    logs: list[EventDict],
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.register(retry=RetryPolicy(stop=tenacity.stop_after_delay(5)), uow=False)
+    def allocate(cmd: Allocate) -> str:
+        attempts.append(len(attempts) + 1)
+        clock[0] += 10.0  # each attempt takes 10 s: the first is already over the budget
+        raise TimeoutError("query timed out")
+
+    with pytest.raises(TimeoutError):
+        MessageBus(registry, sleep=waits.append, logger=logger).handle(Allocate("lamp"))
+
+    assert [1] == attempts  # what tenacity.Retrying itself does with the same policy
+
+
+# -- waiting without sleeping --------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_real_sleep")
+def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep() -> None:
+    registry = Registry()
+    failing_handler(
+        registry,
+        TRANSIENT["TimeoutError"],
+        failures=2,
+        retry=RetryPolicy(wait=tenacity.wait_fixed(2)),
+    )
+    slept: list[float] = []
+
+    result = MessageBus(registry, sleep=slept.append).handle(Allocate("lamp"))
+
+    assert ("done", [2.0, 2.0]) == (result, slept)
+
+
+# -- logs of attempts -----------------------------------------------------------------
+
+
+def test_each_attempt_is_logged_a_retried_one_as_retrying(
+    waits: list[float], logs: list[EventDict]
+) -> None:
+    registry = Registry()
+    failing_handler(
+        registry, TRANSIENT["TimeoutError"], retry=RetryPolicy(wait=tenacity.wait_fixed(0.25))
+    )
+
+    with pytest.raises(TimeoutError):
+        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert [
+        ("message_attempt_failed", "warning", "retrying", 1, 0.25),
+        ("message_attempt_failed", "warning", "retrying", 2, 0.25),
+        ("message_failed", "error", "failed", 3, None),
+    ] == [
+        (e["event"], e["log_level"], e["outcome"], e["attempt"], e.get("retry_in_s")) for e in logs
+    ]
+    assert {"TimeoutError: query timed out"} == {entry["error"] for entry in logs}
+
+
+def test_attempt_that_succeeds_after_a_retry_is_logged_with_its_number(
+    waits: list[float], logs: list[EventDict]
+) -> None:
+    registry = Registry()
+    failing_handler(registry, TRANSIENT["TimeoutError"], failures=1)
+
+    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert [
+        ("message_attempt_failed", "retrying", 1),
+        ("message_handled", "succeeded", 2),
+    ] == [(entry["event"], entry["outcome"], entry["attempt"]) for entry in logs]
+    assert 1 == len({entry["message_id"] for entry in logs})
+
+
+# -- the cost of retries on the success path ------------------------------------------
+
+
+def test_success_path_creates_no_tenacity_objects(
+    monkeypatch: pytest.MonkeyPatch, waits: list[float]
+) -> None:
+    made: list[object] = []
+    retrying_init = tenacity.Retrying.__init__
+
+    def counting_init(self: tenacity.Retrying, *args: typing.Any, **kwargs: typing.Any) -> None:
+        made.append(self)
+        retrying_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(tenacity.Retrying, "__init__", counting_init)
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: FakeUnitOfWork, context: Context) -> str:
+        attempts.append(len(attempts) + 1)
+        if cmd.sku == "flaky" and len(attempts) == 1:
+            raise TimeoutError("query timed out")
+        context.emit(Allocated(cmd.sku))
+        return "done"
+
+    @registry.register(uow=False)
+    def record(event: Allocated) -> None:
+        return None
+
+    bus = MessageBus(registry, uow=FakeUnitOfWork, sleep=waits.append)
+    bus.handle(Allocate("lamp"))
+    bus.handle(Allocated("chair"))
+
+    assert 0 == len(made)
+    attempts.clear()
+    bus.handle(Allocate("flaky"))  # the counter does count, once there is a retry
+    assert 1 == len(made)
+
+
+# -- is_transient and retry_if_transient --------------------------------------------
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_is_transient_accepts_failures_worth_retrying(
+    error: typing.Callable[[], BaseException],
+) -> None:
+    assert True is is_transient(error())
+
+
+@pytest.mark.parametrize("error", NOT_TRANSIENT.values(), ids=NOT_TRANSIENT.keys())
+def test_is_transient_refuses_domain_errors(error: typing.Callable[[], BaseException]) -> None:
+    assert False is is_transient(error())
+
+
+def test_is_transient_terminates_on_a_cycle_of_causes() -> None:
+    first, second = ValueError("first"), ValueError("second")
+    first.__cause__, second.__cause__ = second, first
+
+    assert False is is_transient(first)
+
+
+def test_is_transient_terminates_on_a_cycle_of_wrapped_errors() -> None:
+    first = DBAPIError(ValueError("placeholder"))
+    second = DBAPIError(first)
+    first.orig = second
+
+    assert False is is_transient(first)
+
+
+def test_is_transient_finds_a_transient_error_behind_a_cycle() -> None:
+    first, second = ValueError("first"), ValueError("second")
+    first.__cause__, second.__cause__ = second, first
+    second.orig = TimeoutError()  # type: ignore[attr-defined]
+
+    assert True is is_transient(first)
+
+
+def test_retry_if_transient_retries_further_types_it_is_given(
+    waits: list[float],
+) -> None:
+    registry = Registry()
+    attempts = failing_handler(
+        registry,
+        lambda: KeyError("lamp"),
+        failures=2,
+        retry=RetryPolicy(retry=retry_if_transient(also=(KeyError,))),
+    )
+
+    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert [1, 2, 3] == attempts
+
+
+def test_retry_if_transient_works_as_a_plain_tenacity_strategy() -> None:
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) < 3:
+            raise TimeoutError("query timed out")
+        return "done"
+
+    retrying = tenacity.Retrying(
+        retry=retry_if_transient(), stop=tenacity.stop_after_attempt(5), sleep=lambda _: None
+    )
+
+    assert ("done", [1, 2, 3]) == (retrying(flaky), attempts)

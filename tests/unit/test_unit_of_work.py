@@ -1,0 +1,438 @@
+"""Unit of work (DESIGN.md §4): one per handler attempt, and events only after commit."""
+
+import attrs
+import pytest
+from structlog.typing import EventDict
+
+from messagebus import AbstractUnitOfWork, Command, Context, Event, MessageBus, Registry
+from messagebus.testing import FakeUnitOfWork, InMemoryRepository
+
+
+@attrs.frozen
+class Allocate(Command[str]):
+    sku: str
+
+
+@attrs.frozen
+class Allocated(Event):
+    sku: str
+    attempt: int = 1
+
+
+@attrs.frozen
+class Noted(Event):
+    sku: str
+
+
+@attrs.define
+class Product:
+    sku: str
+    events: list[Event] = attrs.field(factory=list)
+
+
+class Journal:
+    """A factory of units of work that writes down what happens to each one.
+
+    Entries are ``(number of the unit of work, what happened)``; the units of
+    work are numbered from 1 in the order they are made.
+    """
+
+    def __init__(
+        self,
+        *,
+        commit_errors: list[Exception] | None = None,
+        rollback_error: Exception | None = None,
+        close_error: Exception | None = None,
+    ) -> None:
+        self.entries: list[tuple[int, str]] = []
+        self.made: list[JournalingUnitOfWork] = []
+        self.commit_errors = commit_errors or []
+        self.rollback_error = rollback_error
+        self.close_error = close_error
+
+    def __call__(self) -> "JournalingUnitOfWork":
+        self.made.append(JournalingUnitOfWork(self, len(self.made) + 1))
+        return self.made[-1]
+
+
+class JournalingUnitOfWork(AbstractUnitOfWork):
+    def __init__(self, journal: Journal, number: int) -> None:
+        super().__init__()
+        self.journal = journal
+        self.number = number
+
+    def _note(self, what: str) -> None:
+        self.journal.entries.append((self.number, what))
+
+    def _commit(self) -> None:
+        self._note("commit")
+        if self.journal.commit_errors:
+            raise self.journal.commit_errors.pop(0)
+
+    def _rollback(self) -> None:
+        self._note("rollback")
+        if self.journal.rollback_error is not None:
+            raise self.journal.rollback_error
+
+    def close(self) -> None:
+        self._note("close")
+        if self.journal.close_error is not None:
+            raise self.journal.close_error
+
+    def collect_new_events(self) -> list[Event]:
+        self._note("collect")
+        return super().collect_new_events()
+
+
+def recording_handlers(registry: Registry, handled: list[Event]) -> None:
+    @registry.register(uow=False)
+    def record(event: Allocated) -> None:
+        handled.append(event)
+
+    @registry.register(uow=False)
+    def note(event: Noted) -> None:
+        handled.append(event)
+
+
+# -- one unit of work per attempt -------------------------------------------------
+
+
+def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(waits: list[float]) -> None:
+    registry = Registry()
+    journal = Journal()
+    received: list[AbstractUnitOfWork] = []
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+        received.append(uow)
+        if len(received) < 3:
+            raise TimeoutError("database busy")
+        return "done"
+
+    MessageBus(registry, uow=journal, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert 3 == len(journal.made)
+    assert journal.made == received
+    assert 3 == len({id(uow) for uow in received})
+
+
+def test_each_event_handler_runs_in_its_own_unit_of_work() -> None:
+    registry = Registry()
+    journal = Journal()
+    received: list[AbstractUnitOfWork] = []
+
+    @registry.register
+    def record(event: Allocated, uow: AbstractUnitOfWork) -> None:
+        received.append(uow)
+
+    @registry.register
+    def notify(event: Allocated, uow: AbstractUnitOfWork) -> None:
+        received.append(uow)
+
+    MessageBus(registry, uow=journal).handle(Allocated("lamp"))
+
+    assert journal.made == received
+    assert [(1, "commit"), (1, "collect"), (1, "close")] == journal.entries[:3]
+    assert [(2, "commit"), (2, "collect"), (2, "close")] == journal.entries[3:]
+
+
+def test_unit_of_work_is_committed_and_closed_when_the_handler_succeeds() -> None:
+    registry = Registry()
+    journal = Journal()
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+        return "done"
+
+    MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert [(1, "commit"), (1, "collect"), (1, "close")] == journal.entries
+
+
+def test_unit_of_work_is_rolled_back_and_closed_when_the_handler_fails() -> None:
+    registry = Registry()
+    journal = Journal()
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+        raise ValueError("out of stock")
+
+    with pytest.raises(ValueError, match="out of stock"):
+        MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert [(1, "rollback"), (1, "close")] == journal.entries
+
+
+def test_context_gives_the_unit_of_work_of_the_attempt() -> None:
+    registry = Registry()
+    journal = Journal()
+    received: list[object] = []
+
+    @registry.register
+    def allocate(cmd: Allocate, context: Context) -> str:
+        received.append(context.uow)
+        return "done"
+
+    MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert journal.made == received
+
+
+def test_handler_registered_without_unit_of_work_runs_without_calling_the_factory() -> None:
+    registry = Registry()
+    journal = Journal()
+    received: list[object] = []
+
+    @registry.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        received.append(context.uow)
+        return "done"
+
+    result = MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert ("done", [None], []) == (result, received, journal.made)
+
+
+# -- events only after commit ---------------------------------------------------
+
+
+def test_events_of_the_aggregates_seen_are_collected_after_commit_and_dispatched() -> None:
+    registry = Registry()
+    journal = Journal()
+    handled: list[Event] = []
+    entries_when_handled: list[list[tuple[int, str]]] = []
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+        product = uow.track(Product(cmd.sku))
+        product.events.append(Allocated(cmd.sku))
+        return "done"
+
+    @registry.register(uow=False)
+    def record(event: Allocated) -> None:
+        handled.append(event)
+        entries_when_handled.append(list(journal.entries))
+
+    MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert [Allocated("lamp")] == handled
+    assert [[(1, "commit"), (1, "collect"), (1, "close")]] == entries_when_handled
+
+
+def test_aggregate_events_come_before_events_emitted_on_the_context() -> None:
+    registry = Registry()
+    handled: list[Event] = []
+    recording_handlers(registry, handled)
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork, context: Context) -> str:
+        context.emit(Noted(cmd.sku))
+        uow.track(Product(cmd.sku)).events.append(Allocated(cmd.sku))
+        return "done"
+
+    MessageBus(registry, uow=Journal()).handle(Allocate("lamp"))
+
+    assert [Allocated("lamp"), Noted("lamp")] == handled
+
+
+def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded() -> None:
+    registry = Registry()
+    journal = Journal(commit_errors=[ValueError("constraint violated")])
+    handled: list[Event] = []
+    recording_handlers(registry, handled)
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork, context: Context) -> str:
+        uow.track(Product(cmd.sku)).events.append(Allocated(cmd.sku))
+        context.emit(Noted(cmd.sku))
+        return "done"
+
+    with pytest.raises(ValueError, match="constraint violated"):
+        MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert [] == handled
+    assert [(1, "commit"), (1, "rollback"), (1, "close")] == journal.entries
+
+
+def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_dispatched(
+    waits: list[float],
+) -> None:
+    registry = Registry()
+    journal = Journal(commit_errors=[TimeoutError("commit timed out")])
+    product = Product("lamp")  # the same object in every attempt: the worst case
+    handled: list[Event] = []
+    recording_handlers(registry, handled)
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: JournalingUnitOfWork) -> str:
+        uow.track(product).events.append(Allocated(cmd.sku, attempt=uow.number))
+        return "done"
+
+    result = MessageBus(registry, uow=journal, sleep=waits.append).handle(Allocate("lamp"))
+
+    assert "done" == result
+    assert [Allocated("lamp", attempt=2)] == handled
+    assert [
+        (1, "commit"),
+        (1, "rollback"),
+        (1, "close"),
+        (2, "commit"),
+        (2, "collect"),
+        (2, "close"),
+    ] == journal.entries
+
+
+def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succeeds(
+    waits: list[float],
+) -> None:
+    registry = Registry()
+    product = Product("lamp")  # the same object in every attempt: the worst case
+    handled: list[Event] = []
+    recording_handlers(registry, handled)
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: JournalingUnitOfWork) -> str:
+        uow.track(product).events.append(Allocated(cmd.sku, attempt=uow.number))
+        if uow.number == 1:
+            raise ConnectionError("connection reset")
+        return "done"
+
+    MessageBus(registry, uow=Journal(), sleep=waits.append).handle(Allocate("lamp"))
+
+    assert [Allocated("lamp", attempt=2)] == handled
+
+
+def test_events_of_a_rolled_back_attempt_are_not_dispatched_with_the_fake_unit_of_work(
+    waits: list[float],
+) -> None:
+    registry = Registry()
+    products = InMemoryRepository(key=lambda product: product.sku, items=[Product("lamp")])
+    attempts: list[int] = []
+    handled: list[Event] = []
+    recording_handlers(registry, handled)
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: FakeUnitOfWork) -> str:
+        attempts.append(len(attempts) + 1)
+        uow.products.get(cmd.sku).events.append(Allocated(cmd.sku, attempt=len(attempts)))
+        if len(attempts) == 1:
+            raise TimeoutError("lock wait timeout")
+        return "done"
+
+    bus = MessageBus(registry, uow=lambda: FakeUnitOfWork(products=products), sleep=waits.append)
+    bus.handle(Allocate("lamp"))
+
+    assert [Allocated("lamp", attempt=2)] == handled
+
+
+def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(
+    waits: list[float],
+) -> None:
+    registry = Registry()
+    attempts: list[int] = []
+    handled: list[Event] = []
+    recording_handlers(registry, handled)
+
+    @registry.register
+    def allocate(cmd: Allocate, context: Context) -> str:
+        attempts.append(len(attempts) + 1)
+        context.emit(Allocated(cmd.sku, attempt=len(attempts)))
+        if len(attempts) == 1:
+            raise TimeoutError("lock wait timeout")
+        return "done"
+
+    MessageBus(registry, uow=Journal(), sleep=waits.append).handle(Allocate("lamp"))
+
+    assert [Allocated("lamp", attempt=2)] == handled
+
+
+# -- failures of the unit of work itself -------------------------------------------
+
+
+def test_failing_rollback_does_not_hide_the_error_that_caused_it(
+    logs: list[EventDict],
+) -> None:
+    registry = Registry()
+    journal = Journal(rollback_error=RuntimeError("connection lost during rollback"))
+    error = ValueError("out of stock")
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+        raise error
+
+    with pytest.raises(ValueError, match="out of stock") as caught:
+        MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert error is caught.value
+    assert [(1, "rollback"), (1, "close")] == journal.entries
+    assert ["unit_of_work_rollback_failed"] == [
+        entry["event"] for entry in logs if entry["event"].startswith("unit_of_work")
+    ]
+
+
+def test_failing_close_does_not_undo_a_committed_success(logs: list[EventDict]) -> None:
+    registry = Registry()
+    journal = Journal(close_error=RuntimeError("connection already gone"))
+    handled: list[Event] = []
+    recording_handlers(registry, handled)
+
+    @registry.register
+    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+        uow.track(Product(cmd.sku)).events.append(Allocated(cmd.sku))
+        return "done"
+
+    result = MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+
+    assert ("done", [Allocated("lamp")]) == (result, handled)
+
+
+# -- AbstractUnitOfWork ------------------------------------------------------------
+
+
+def test_tracked_aggregates_are_seen_once_each_in_order() -> None:
+    uow = Journal()()
+    lamp, chair = Product("lamp"), Product("chair")
+
+    assert lamp is uow.track(lamp)
+    uow.track(chair)
+    uow.track(lamp)
+
+    assert (lamp, chair) == uow.seen
+
+
+def test_collecting_new_events_takes_them_from_the_aggregates_in_order() -> None:
+    uow = Journal()()
+    lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
+    chair = uow.track(Product("chair", events=[Noted("chair")]))
+
+    assert [Allocated("lamp"), Noted("chair")] == uow.collect_new_events()
+    assert ([], []) == (lamp.events, chair.events)
+    assert [] == uow.collect_new_events()
+
+
+def test_rollback_drops_the_events_of_the_aggregates_seen() -> None:
+    uow = Journal()()
+    lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
+
+    uow.rollback()
+
+    assert [] == lamp.events
+
+
+def test_rollback_drops_the_events_even_when_the_rollback_fails() -> None:
+    uow = Journal(rollback_error=RuntimeError("gone"))()
+    lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
+
+    with pytest.raises(RuntimeError, match="gone"):
+        uow.rollback()
+
+    assert [] == lamp.events
+
+
+def test_leaving_a_with_block_by_an_exception_rolls_back() -> None:
+    uow = Journal()()
+
+    with pytest.raises(ValueError, match="boom"), uow:
+        raise ValueError("boom")
+
+    assert [(1, "rollback")] == uow.journal.entries
