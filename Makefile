@@ -8,13 +8,13 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The folders ruff looks at; one that does not exist yet is left out.
-SOURCES := $(wildcard src tests examples)
+SOURCES := $(wildcard src tests examples scripts bench)
 
 .DEFAULT_GOAL := test
 # Checks run one after another, in the order given, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: install demo lint format typecheck pytest docs test bench clean
+.PHONY: install demo lint format typecheck pytest docs test bench clean generate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The quickstart, then the allocation service end to end: a web server process
+# over SQLite in a temporary folder, driven over HTTP (examples/allocation/demo.py).
 demo: install
 	$(BIN)/python examples/quickstart.py
+	@echo
+	$(BIN)/python examples/allocation/demo.py
 
 lint: install
 	$(BIN)/ruff check $(SOURCES)
@@ -41,6 +45,10 @@ typecheck: install
 
 pytest: install
 	$(BIN)/pytest --cov --cov-report=term-missing
+
+# The sync attempts module is generated from the async one (a test checks it).
+generate: install
+	$(BIN)/python scripts/generate_sync.py
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

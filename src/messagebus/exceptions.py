@@ -56,6 +56,11 @@ def _describe(obj: object) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
+def _kind(message_type: type) -> str:
+    names = [base.__name__ for base in message_type.__mro__]
+    return "Command" if "Command" in names else "Event"
+
+
 class Transient(Exception):
     """Base for an application's own errors that are worth retrying.
 
@@ -144,7 +149,7 @@ class MessageNameConflictError(ConfigurationError):
         super().__init__(
             f"message name {name!r} is used by both {_describe(first)} and "
             f"{_describe(second)}; give one of them another name, "
-            f"e.g. class {second.__name__}(Command, name='...')"
+            f"e.g. class {second.__name__}({_kind(second)}, name='...')"
         )
 
 
@@ -213,7 +218,7 @@ class InvalidMessageDataError(SerializationError, ValueError):
 
     Attributes:
         name: The message name.
-        errors: One line per problem, each naming the field (``$.qty``).
+        errors: One line per problem, each naming the field (``Allocate.qty``).
     """
 
     def __init__(self, name: str, errors: Sequence[str], data: Any = None) -> None:

@@ -17,6 +17,7 @@ Users write messages as frozen attrs classes::
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import itertools
 import os
 import random
@@ -70,6 +71,44 @@ class Message:
             cls.__message_version__ = version
         elif "__message_version__" not in cls.__dict__:
             cls.__message_version__ = 1
+
+    @classmethod
+    def __attrs_init_subclass__(cls) -> None:
+        # Called by attrs once it has built the class. Its generated repr shows
+        # an enum member as <Colour.RED: 'red'>; this one pastes back into a
+        # shell. A repr the user wrote is left alone.
+        if _generated_by_attrs(cls.__dict__.get("__repr__")):
+            cls.__repr__ = _message_repr  # type: ignore[assignment,method-assign]
+
+
+def _python_repr(value: object) -> str:
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__qualname__}.{value.name}"
+    if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
+        items = ", ".join(_python_repr(item) for item in value)
+        if isinstance(value, tuple):
+            return f"({items},)" if len(value) == 1 else f"({items})"
+        return f"[{items}]"
+    if type(value) is frozenset:
+        return (
+            f"frozenset({{{', '.join(_python_repr(item) for item in value)}}})"
+            if value
+            else "frozenset()"
+        )
+    return repr(value)
+
+
+def _message_repr(self: Message) -> str:
+    fields = attrs.fields(type(self))  # type: ignore[arg-type]
+    shown = ", ".join(
+        f"{field.name}={_python_repr(getattr(self, field.name))}" for field in fields if field.repr
+    )
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _generated_by_attrs(method: object) -> bool:
+    code = getattr(method, "__code__", None)
+    return code is not None and code.co_filename.startswith("<attrs generated")
 
 
 class Command(Message, Generic[R_co]):

@@ -76,9 +76,12 @@ def _structure_decimal(value: object, _: type) -> decimal.Decimal:
     if type(value) is not str:
         _fail(value, "a decimal number as a str")
     try:
-        return decimal.Decimal(value)
+        result = decimal.Decimal(value)
     except decimal.InvalidOperation:
         _fail(value, "a decimal number as a str")
+    if not result.is_finite():
+        _fail(value, "a finite decimal number (not NaN or Infinity)")
+    return result
 
 
 def _structure_date(value: object, _: type) -> _dt.date:
@@ -326,8 +329,9 @@ class Serializer:
         name = data.get("name")
         if not isinstance(name, str):
             raise UnknownMessageError(name, tuple(self._types))
+        self.type_for(name)  # an unknown name is reported before anything else
         version = data.get("version")
-        if version is not None and type(version) is not int:
+        if type(version) is not int:
             raise InvalidMessageDataError(name, [f"version must be an int, not {version!r}"])
         message = self.load_payload(name, data.get("payload"), version=version)
         raw_metadata = data.get("metadata")
