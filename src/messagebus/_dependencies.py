@@ -117,7 +117,7 @@ def plan_call(
             elif parameter.default is inspect.Parameter.empty:
                 by_type = (
                     f" and none is an instance of {annotation.__qualname__}"
-                    if isinstance(annotation, type)
+                    if isinstance(annotation, type) and annotation is not object
                     else ""
                 )
                 raise unresolved(f"no dependency is named {name!r}{by_type}")

@@ -207,6 +207,10 @@ class Registry:
             message_types = _message_types_of(handler)
         elif isinstance(message, type):
             message_types = (message,)
+        elif isinstance(message, Message) or not isinstance(message, Iterable):
+            raise MissingAnnotationError(
+                handler, f"message= takes a message type (or types), not {message!r}"
+            )
         else:
             message_types = tuple(message)
         for message_type in message_types:

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import itertools
 import threading
 import types
 import typing
@@ -27,7 +28,9 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.v import transform_error
+from cattrs.errors import IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
+from cattrs.v import format_exception, transform_error
 
 from .exceptions import (
     ConfigurationError,
@@ -42,8 +45,40 @@ __all__ = ["Serializer", "make_converter"]
 M = TypeVar("M", bound=Message)
 
 
+class _ShapeError(ValueError):
+    """A value of the wrong kind; its text says what was expected and what came."""
+
+
 def _fail(value: object, expected: str) -> typing.NoReturn:
-    raise ValueError(f"expected {expected}, got {type(value).__name__} {value!r}")
+    raise _ShapeError(f"expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _format_error(exc: BaseException, target: type | None) -> str:
+    if isinstance(exc, _ShapeError):
+        return str(exc)
+    return format_exception(exc, target)
+
+
+def _structure_items(
+    converter: cattrs.Converter, values: Iterable[Any], types: Iterable[Any], target: Any
+) -> list[Any]:
+    """Structure each item, reporting every bad one by its index."""
+    items: list[Any] = []
+    errors: list[Exception] = []
+    for index, (value, item_type) in enumerate(
+        zip(values, types, strict=False)
+    ):  # types may repeat
+        try:
+            items.append(converter.structure(value, item_type))
+        except Exception as exc:
+            exc.__notes__ = [  # type: ignore[attr-defined]
+                *getattr(exc, "__notes__", []),
+                IterableValidationNote(f"Structuring item @ index {index}", index, item_type),
+            ]
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError(f"While structuring {target!r}", errors, target)
+    return items
 
 
 def _structure_int(value: object, _: type) -> int:
@@ -169,7 +204,7 @@ def _collection_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[A
                     _fail(value, f"an array of {len(args)} items")
                 if len(value) != len(args):
                     _fail(value, f"an array of {len(args)} items")
-                return tuple(converter.structure(v, t) for v, t in zip(value, args, strict=True))
+                return tuple(_structure_items(converter, value, args, tp))
 
             return structure_fixed
         item_type = args[0] if args else Any
@@ -177,8 +212,7 @@ def _collection_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[A
         def structure_many(value: Any, _: Any) -> Any:
             if type(value) not in (list, tuple):
                 _fail(value, "an array")
-            items = [converter.structure(v, item_type) for v in value]
-            return origin(items)
+            return origin(_structure_items(converter, value, itertools.repeat(item_type), tp))
 
         return structure_many
 
@@ -216,7 +250,24 @@ def make_converter() -> cattrs.Converter:
         _is_frozenset, lambda value: _unstructure_frozenset(value, converter)
     )
     converter.register_structure_hook_factory(_is_collection, _collection_hook(converter))
+    converter.register_structure_hook_factory(attrs.has, _object_hook(converter))
     return converter
+
+
+def _object_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    """Nested attrs classes are JSON objects: anything else is refused as such."""
+
+    def factory(cls: Any) -> Callable[[Any, Any], Any]:
+        structure = make_dict_structure_fn(cls, converter)
+
+        def structure_object(value: Any, target: Any) -> Any:
+            if not isinstance(value, Mapping):
+                _fail(value, "an object")
+            return structure(value, target)
+
+        return structure_object
+
+    return factory
 
 
 class Serializer:
@@ -303,7 +354,8 @@ class Serializer:
         try:
             return self._converter.structure(payload, message_type)
         except Exception as exc:  # cattrs raises exception groups and plain errors
-            raise InvalidMessageDataError(name, transform_error(exc, path=name), payload) from exc
+            lines = transform_error(exc, path=name, format_exception=_format_error)
+            raise InvalidMessageDataError(name, lines, payload) from exc
 
     def dump(self, message: Message, metadata: Metadata | None = None) -> dict[str, Any]:
         """The wire form of a message, with its metadata when given."""
@@ -340,7 +392,7 @@ class Serializer:
         try:
             return message, self.load_metadata(raw_metadata)
         except Exception as exc:
-            lines = transform_error(exc, path=f"{name}.metadata")
+            lines = transform_error(exc, path=f"{name}.metadata", format_exception=_format_error)
             raise InvalidMessageDataError(name, lines, data) from exc
 
     def dump_metadata(self, metadata: Metadata) -> dict[str, Any]:
