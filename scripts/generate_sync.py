@@ -27,7 +27,7 @@ edit; edit the async source and run ``make generate``.
 
 # Order matters: the longest, most specific patterns first.
 REPLACEMENTS = [
-    (r"Awaitable\[(Outcome|object)\]", r"\1"),
+    (r"Awaitable\[(Outcome|object|None)\]", r"\1"),
     (r"from collections\.abc import Awaitable, Callable", "from collections.abc import Callable"),
     (r"\.next_wait_async\(\)", ".next_wait()"),
     (r"\basync def\b", "def"),

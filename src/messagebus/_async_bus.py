@@ -20,11 +20,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from ._attempts_async import make_attempt, monotonic, retry_after
-from ._context import MESSAGE, Envelope, next_sequence, now
-from ._core import BusCore, HandlerPlan
+from ._context import MESSAGE, Envelope, new_envelope, next_sequence, now
+from ._core import BusCore, HandlerPlan, _redelivering
 from ._registry import Registry
 from .exceptions import ConfigurationError, NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
+from .observe import DeadLetterStore, Listener
 from .retry import RetryPolicy, uses_clock
 
 __all__ = ["AsyncMessageBus"]
@@ -63,6 +64,9 @@ class AsyncMessageBus(BusCore):
         sleep: How retries wait (awaited); by default ``asyncio.sleep``.
         logger: A structlog logger; by default ``structlog.get_logger("messagebus")``.
         require_handlers: As for :class:`MessageBus`.
+        listeners: As for :class:`MessageBus`.
+        dead_letters: As for :class:`MessageBus`; its ``add`` may be a coroutine.
+        dead_letter_commands: As for :class:`MessageBus`.
 
     Raises:
         ConfigurationError: A handler is not an ``async def`` function.
@@ -80,6 +84,9 @@ class AsyncMessageBus(BusCore):
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         logger: Any = None,
         require_handlers: Iterable[type[Command[Any]] | types.ModuleType] = (),
+        listeners: Iterable[Listener] = (),
+        dead_letters: DeadLetterStore | None = None,
+        dead_letter_commands: bool = False,
     ) -> None:
         super().__init__(
             registry,
@@ -88,6 +95,9 @@ class AsyncMessageBus(BusCore):
             retry=retry,
             logger=logger,
             require_handlers=require_handlers,
+            listeners=listeners,
+            dead_letters=dead_letters,
+            dead_letter_commands=dead_letter_commands,
         )
         self._sleep = sleep
         for plan in self._plans():
@@ -120,6 +130,8 @@ class AsyncMessageBus(BusCore):
             if isinstance(message, Command):
                 raise NoHandlerError(message)
             raise NotAMessageError(message)
+        if self._listeners:
+            self._notify(envelope)
         result, events = await plan.run(envelope)  # type: ignore[misc]
         if events:
             await self._drain(
@@ -127,9 +139,43 @@ class AsyncMessageBus(BusCore):
             )
         return result
 
+    async def redeliver(
+        self, message: Message, *, handler: str, metadata: Metadata | None = None
+    ) -> Any:
+        """As :meth:`MessageBus.redeliver`, awaited."""
+        plan = self._redelivery_plan(message, handler)
+        envelope = new_envelope(message, None, metadata)
+        token = _redelivering.set(True)
+        try:
+            if self._listeners:
+                self._notify(envelope)
+            result, events = await plan.run(envelope)  # type: ignore[misc]
+        finally:
+            _redelivering.reset(token)
+        if events:
+            await self._drain(
+                deque([event, envelope, None, next_sequence(), now()] for event in events)
+            )
+        return result
+
+    async def _give_up(
+        self, plan: HandlerPlan, envelope: Envelope, attempts: int, error: BaseException
+    ) -> None:
+        letter = self._dead_letter(plan, envelope, attempts, error)
+        if letter is not None:
+            assert self._dead_letters is not None
+            try:
+                stored = self._dead_letters.add(letter)
+                if inspect.isawaitable(stored):
+                    await stored
+            except Exception:
+                self._log.store_failed(letter)
+
     async def _drain(self, queue: deque[Envelope]) -> None:
         while queue:
             envelope = queue.popleft()
+            if self._listeners:
+                self._notify(envelope)
             for plan in self._events.get(envelope[MESSAGE].__class__, _NO_EVENTS):
                 try:
                     _, events = await plan.run(envelope)  # type: ignore[misc]
@@ -144,7 +190,6 @@ class AsyncMessageBus(BusCore):
         attempt = make_attempt(plan)
         gate = self._gate
         log = self._log
-        sleep = self._sleep
         timed = uses_clock(plan.policy.stop)
 
         async def run(envelope: Envelope) -> tuple[Any, Any]:
@@ -159,8 +204,6 @@ class AsyncMessageBus(BusCore):
                 if started is not None:
                     log.succeeded(plan, envelope, 1, started)
                 return outcome
-            return await retry_after(
-                plan, attempt, envelope, error, started, first_started, log, sleep
-            )
+            return await retry_after(plan, attempt, envelope, error, started, first_started, self)
 
         return run

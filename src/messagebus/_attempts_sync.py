@@ -33,16 +33,19 @@ def retry_after(
     error: Exception,
     started: float | None,
     first_started: float | None,
-    log: AttemptLog,
-    sleep: Callable[[float], object],
+    bus: Any,
 ) -> Outcome:
     """Go on after a failed first attempt: retry while the policy says so.
+
+    ``bus`` provides ``_log`` (an :class:`AttemptLog`), ``_sleep(seconds)`` and
+    ``_give_up(plan, envelope, attempts, error)``.
 
     ``started`` is when the first attempt started (``perf_counter``), for its
     log line; None when successes are not logged. ``first_started`` is the
     same on tenacity's clock (``monotonic``), for time-based stops; None when
     the policy's stop does not read the clock.
     """
+    log: AttemptLog = bus._log
     controller = _RetryController(
         plan.policy, monotonic() if first_started is None else first_started, error
     )
@@ -50,9 +53,10 @@ def retry_after(
         wait = controller.next_wait()
         if wait is None:
             log.failed(plan, envelope, controller.attempt, started, error)
+            bus._give_up(plan, envelope, controller.attempt, error)
             raise error
         log.retrying(plan, envelope, controller.attempt, started, error, wait)
-        sleep(wait)
+        bus._sleep(wait)
         controller.started()
         started = time.perf_counter()
         try:

@@ -10,10 +10,11 @@ from typing import Any, TypeVar, overload
 
 from ._attempts_sync import make_attempt, monotonic, retry_after
 from ._context import MESSAGE, Envelope, new_envelope, next_sequence, now
-from ._core import BusCore, HandlerPlan
+from ._core import BusCore, HandlerPlan, _redelivering
 from ._registry import Registry
 from .exceptions import NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
+from .observe import DeadLetterStore, Listener
 from .retry import RetryPolicy, uses_clock
 
 __all__ = ["MessageBus"]
@@ -44,6 +45,12 @@ class MessageBus(BusCore):
             Configure structlog before building the bus.
         require_handlers: Command types, or modules of command types, that
             must have a handler; checked now.
+        listeners: Told of every message dispatched and every attempt
+            (:class:`~messagebus.observe.Listener`).
+        dead_letters: Where event handlings given up on are stored
+            (:class:`~messagebus.observe.DeadLetterStore`).
+        dead_letter_commands: Store failed commands there too (they also
+            reach the caller).
 
     Raises:
         UnresolvedDependencyError: A handler asks for something nothing provides.
@@ -61,6 +68,9 @@ class MessageBus(BusCore):
         sleep: Callable[[float], object] = time.sleep,
         logger: Any = None,
         require_handlers: Iterable[type[Command[Any]] | types.ModuleType] = (),
+        listeners: Iterable[Listener] = (),
+        dead_letters: DeadLetterStore | None = None,
+        dead_letter_commands: bool = False,
     ) -> None:
         super().__init__(
             registry,
@@ -69,6 +79,9 @@ class MessageBus(BusCore):
             retry=retry,
             logger=logger,
             require_handlers=require_handlers,
+            listeners=listeners,
+            dead_letters=dead_letters,
+            dead_letter_commands=dead_letter_commands,
         )
         self._sleep = sleep
         for plan in self._plans():
@@ -108,10 +121,10 @@ class MessageBus(BusCore):
             except Exception as exc:
                 error = exc
             envelope: Envelope = [message, None, None, next_sequence(), now()]
-            return retry_after(
-                plan, plan.attempt, envelope, error, None, None, self._log, self._sleep
-            )[0]
+            return retry_after(plan, plan.attempt, envelope, error, None, None, self)[0]
         envelope = [message, None, metadata, next_sequence(), now()]
+        if self._listeners:
+            self._notify(envelope)
         result, events = plan.run(envelope)
         if events:
             self._dispatch(events, envelope)
@@ -134,6 +147,8 @@ class MessageBus(BusCore):
             self._dispatch_one(queue.popleft(), queue)
 
     def _dispatch_one(self, envelope: Envelope, queue: deque[Envelope]) -> None:
+        if self._listeners:
+            self._notify(envelope)
         for plan in self._events.get(envelope[MESSAGE].__class__, _NO_EVENTS):
             try:
                 _, events = plan.run(envelope)
@@ -142,18 +157,56 @@ class MessageBus(BusCore):
             if events:
                 queue.extend([event, envelope, None, next_sequence(), now()] for event in events)
 
+    def redeliver(self, message: Message, *, handler: str, metadata: Metadata | None = None) -> Any:
+        """Handle a message again with one of its handlers only, e.g. a dead letter's.
+
+        The handler runs with its retries and unit of work, and the events that
+        follow are dispatched as usual. Its failure is raised (not stored again
+        as a dead letter): the caller keeps the letter it is retrying.
+
+        Raises:
+            DispatchError: No handler of that name handles the message.
+        """
+        plan = self._redelivery_plan(message, handler)
+        envelope = new_envelope(message, None, metadata)
+        token = _redelivering.set(True)
+        try:
+            if self._listeners:
+                self._notify(envelope)
+            result, events = plan.run(envelope)
+        finally:
+            _redelivering.reset(token)
+        if events:
+            self._dispatch(events, envelope)
+        return result
+
+    def _give_up(
+        self, plan: HandlerPlan, envelope: Envelope, attempts: int, error: BaseException
+    ) -> None:
+        letter = self._dead_letter(plan, envelope, attempts, error)
+        if letter is not None:
+            assert self._dead_letters is not None
+            try:
+                self._dead_letters.add(letter)
+            except Exception:
+                self._log.store_failed(letter)
+
     # -- building the per-handler run functions ---------------------------------
 
     def _make_run(
         self, plan: HandlerPlan, gate: bool | Callable[[], bool]
     ) -> Callable[[Envelope], tuple[Any, Any]]:
         attempt = plan.attempt = make_attempt(plan)
-        log, sleep = self._log, self._sleep
+        log = self._log
         # A time-based stop (stop_after_delay) must count the first attempt too,
         # which costs a clock read on every dispatch; attempt counts need none.
         timed = uses_clock(plan.policy.stop)
         plan.bare = (
-            gate is False and plan.uow_factory is None and not plan.plan.per_attempt and not timed
+            gate is False
+            and plan.uow_factory is None
+            and not plan.plan.per_attempt
+            and not timed
+            and not self._listeners
         )
 
         def run_quiet(envelope: Envelope) -> tuple[Any, Any]:
@@ -161,7 +214,7 @@ class MessageBus(BusCore):
                 return attempt(envelope)
             except Exception as exc:
                 error = exc
-            return retry_after(plan, attempt, envelope, error, None, None, log, sleep)
+            return retry_after(plan, attempt, envelope, error, None, None, self)
 
         def run_quiet_timed(envelope: Envelope) -> tuple[Any, Any]:
             first_started = monotonic()
@@ -169,7 +222,7 @@ class MessageBus(BusCore):
                 return attempt(envelope)
             except Exception as exc:
                 error = exc
-            return retry_after(plan, attempt, envelope, error, None, first_started, log, sleep)
+            return retry_after(plan, attempt, envelope, error, None, first_started, self)
 
         def run_logged(envelope: Envelope) -> tuple[Any, Any]:
             first_started = monotonic() if timed else None
@@ -181,7 +234,7 @@ class MessageBus(BusCore):
             else:
                 log.succeeded(plan, envelope, 1, started)
                 return outcome
-            return retry_after(plan, attempt, envelope, error, started, first_started, log, sleep)
+            return retry_after(plan, attempt, envelope, error, started, first_started, self)
 
         if gate is True:
             return run_logged

@@ -8,8 +8,11 @@ decided here, once. The sync bus (and an async one) only drive these plans.
 
 from __future__ import annotations
 
+import contextvars
+import datetime
 import logging
 import time
+import traceback
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -19,8 +22,9 @@ import structlog
 from ._context import MESSAGE, Envelope, metadata_of
 from ._dependencies import CallPlan, check_dependencies, plan_call
 from ._registry import Registration, Registry
-from .exceptions import ConfigurationError, MissingHandlersError
-from .messages import Command, Message, message_name
+from .exceptions import ConfigurationError, DispatchError, MissingHandlersError, NotAMessageError
+from .messages import Command, Event, Message, message_name, message_version
+from .observe import Attempt, DeadLetter, DeadLetterStore, Listener, Outcome
 from .retry import RetryPolicy
 from .serialization import Serializer
 
@@ -138,6 +142,9 @@ class BusCore:
         retry: RetryPolicy | None,
         logger: Any,
         require_handlers: Iterable[type[Command[Any]] | types.ModuleType],
+        listeners: Iterable[Listener] = (),
+        dead_letters: DeadLetterStore | None = None,
+        dead_letter_commands: bool = False,
     ) -> None:
         if uow is not None and not callable(uow):
             raise TypeError(f"uow must be a factory of units of work, not {uow!r}")
@@ -149,8 +156,51 @@ class BusCore:
         if logger is None:
             logger = structlog.get_logger("messagebus")
         logger = logger.bind() if hasattr(logger, "bind") else logger
-        self._log = AttemptLog(logger, self._serializer)
-        self._gate = info_gate(logger)
+        self._listeners = tuple(listeners)
+        self._log = AttemptLog(logger, self._serializer, self._listeners)
+        # Attempts are timed and reported when they are logged or listened to.
+        self._gate: bool | Callable[[], bool] = True if self._listeners else info_gate(logger)
+        self._dead_letters = dead_letters
+        self._dead_letter_commands = dead_letter_commands
+
+    def _notify(self, envelope: Envelope) -> None:
+        metadata = metadata_of(envelope)
+        for listener in self._listeners:
+            listener.message_dispatched(envelope[MESSAGE], metadata)
+
+    def _dead_letter(
+        self, plan: HandlerPlan, envelope: Envelope, attempts: int, error: BaseException
+    ) -> DeadLetter | None:
+        """The dead letter to store for a handling given up on, or None."""
+        if self._dead_letters is None or _redelivering.get():
+            return None
+        if plan.is_command and not self._dead_letter_commands:
+            return None
+        message = envelope[MESSAGE]
+        return DeadLetter(
+            message_name=plan.message_name,
+            message_version=message_version(message),
+            payload=self._serializer.dump_payload(message),
+            metadata=self._serializer.dump_metadata(metadata_of(envelope)),
+            handler=plan.name,
+            error=f"{type(error).__qualname__}: {error}",
+            traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)),
+            attempts=attempts,
+            failed_at=datetime.datetime.now(datetime.timezone.utc),
+        )
+
+    def _redelivery_plan(self, message: Message, handler: str) -> HandlerPlan:
+        if not isinstance(message, (Command, Event)):
+            raise NotAMessageError(message, "redeliver()")
+        command_plan = self._commands.get(message.__class__)
+        candidates = (command_plan,) if command_plan else self._events.get(message.__class__, ())
+        for plan in candidates:
+            if plan.name == handler:
+                return plan
+        known = ", ".join(plan.name for plan in candidates) or "none"
+        raise DispatchError(
+            f"no handler named {handler!r} handles {type(message).__qualname__}; it has: {known}"
+        )
 
     def _plans(self) -> Iterable[HandlerPlan]:
         yield from self._commands.values()
@@ -184,14 +234,57 @@ def info_gate(logger: Any) -> bool | Callable[[], bool]:
     return True
 
 
+#: Set while a dead letter is redelivered: its failure updates that letter
+#: instead of adding another.
+_redelivering: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "messagebus_redelivering", default=False
+)
+
+
 class AttemptLog:
-    """Writes the one log event of each handler attempt."""
+    """Writes the one log event of each handler attempt, and tells the listeners."""
 
-    __slots__ = ("_logger", "_serializer")
+    __slots__ = ("_info", "_listeners", "_logger", "_serializer")
 
-    def __init__(self, logger: Any, serializer: Serializer) -> None:
+    def __init__(
+        self, logger: Any, serializer: Serializer, listeners: tuple[Listener, ...]
+    ) -> None:
         self._logger = logger
         self._serializer = serializer
+        self._listeners = listeners
+        self._info = info_gate(logger)
+
+    def _tell(
+        self,
+        handler: HandlerPlan,
+        envelope: Envelope,
+        attempt: int,
+        started: float | None,
+        outcome: Outcome,
+        error: BaseException | None = None,
+    ) -> None:
+        record = Attempt(
+            message=envelope[MESSAGE],
+            metadata=metadata_of(envelope),
+            handler=handler.name,
+            attempt=attempt,
+            outcome=outcome,
+            error=error,
+            duration_s=None if started is None else time.perf_counter() - started,
+        )
+        for listener in self._listeners:
+            listener.attempt_finished(record)
+
+    def store_failed(self, letter: DeadLetter) -> None:
+        """The dead-letter store refused a letter: log all of it, so nothing is lost."""
+        self._logger.exception(
+            "dead_letter_store_failed",
+            message_name=letter.message_name,
+            handler=letter.handler,
+            payload=letter.payload,
+            metadata=letter.metadata,
+            error=letter.error,
+        )
 
     def _fields(
         self, handler: HandlerPlan, envelope: Envelope, attempt: int, started: float | None
@@ -220,11 +313,15 @@ class AttemptLog:
     def succeeded(
         self, handler: HandlerPlan, envelope: Envelope, attempt: int, started: float
     ) -> None:
-        self._logger.info(
-            EVENT_SUCCEEDED,
-            outcome="succeeded",
-            **self._fields(handler, envelope, attempt, started),
-        )
+        info = self._info
+        if info() if callable(info) else info:
+            self._logger.info(
+                EVENT_SUCCEEDED,
+                outcome="succeeded",
+                **self._fields(handler, envelope, attempt, started),
+            )
+        if self._listeners:
+            self._tell(handler, envelope, attempt, started, "succeeded")
 
     def retrying(
         self,
@@ -242,6 +339,8 @@ class AttemptLog:
             retry_in_s=round(wait, 3),
             **self._fields(handler, envelope, attempt, started),
         )
+        if self._listeners:
+            self._tell(handler, envelope, attempt, started, "retrying", error)
 
     def failed(
         self,
@@ -258,3 +357,5 @@ class AttemptLog:
             exc_info=error,
             **self._fields(handler, envelope, attempt, started),
         )
+        if self._listeners:
+            self._tell(handler, envelope, attempt, started, "failed", error)

@@ -5,14 +5,13 @@ the harness turns them into ``async def`` wrappers with the same signature and
 uses the async fake unit of work.
 """
 
-
-
 from __future__ import annotations
 
 import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import attrs
 import pytest
@@ -22,6 +21,7 @@ from messagebus import (
     AsyncMessageBus,
     Command,
     Context,
+    DispatchError,
     Event,
     MessageBus,
     Metadata,
@@ -30,6 +30,7 @@ from messagebus import (
     Registry,
     RetryPolicy,
 )
+from messagebus.observe import InMemoryDeadLetters
 from messagebus.testing import FakeAsyncUnitOfWork, FakeUnitOfWork, InMemoryRepository
 
 
@@ -99,11 +100,16 @@ class Harness:
             self.bus = MessageBus(self.registry, sleep=self.waits.append, **options)
 
     def handle(self, message: Any, **options: Any) -> Any:
+        return self._call("handle", message, **options)
+
+    def redeliver(self, message: Any, **options: Any) -> Any:
+        return self._call("redeliver", message, **options)
+
+    def _call(self, method: str, *args: Any, **options: Any) -> Any:
         if self.bus is None:
             self.build()
-        if self.kind == "async":
-            return asyncio.run(self.bus.handle(message, **options))
-        return self.bus.handle(message, **options)
+        result = getattr(self.bus, method)(*args, **options)
+        return asyncio.run(result) if self.kind == "async" else result
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -274,3 +280,114 @@ def test_an_event_with_no_handlers_is_fine_and_its_followers_are_handled(h: Harn
     h.handle(Followed(8))
 
     assert [7, 8] == handled
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.dispatched: list[tuple[str, Any]] = []
+        self.attempts: list[tuple[str, int, str]] = []
+
+    def message_dispatched(self, message: Any, metadata: Metadata) -> None:
+        self.dispatched.append((type(message).__name__, metadata.causation_id))
+
+    def attempt_finished(self, attempt: Any) -> None:
+        self.attempts.append((attempt.handler.rsplit(".", 1)[-1], attempt.attempt, attempt.outcome))
+
+
+def test_listeners_are_told_of_every_message_and_every_attempt(h: Harness) -> None:
+    listener = Recording()
+    calls: list[int] = []
+
+    @h.register
+    def allocate(cmd: Allocate, context: Context, metadata: Metadata) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError("busy")
+        context.emit(Allocated(cmd.sku))
+        return str(metadata.message_id)
+
+    @h.register
+    def on_allocated(event: Allocated) -> None:
+        raise ValueError("broken")
+
+    h.build(listeners=[listener])
+    command_id = h.handle(Allocate("lamp"))
+
+    assert [("Allocate", None), ("Allocated", UUID(command_id))] == listener.dispatched
+    assert [
+        ("allocate", 1, "retrying"),
+        ("allocate", 2, "succeeded"),
+        ("on_allocated", 1, "failed"),
+    ] == listener.attempts
+
+
+def test_an_event_handling_given_up_on_is_stored_as_a_dead_letter(h: Harness) -> None:
+    store = InMemoryDeadLetters()
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated) -> None:
+        raise ValueError("no such warehouse")
+
+    h.build(dead_letters=store)
+    given = Metadata.new()
+    h.handle(Allocated("lamp", 3), metadata=given)
+
+    [letter] = store.letters
+    assert ("Allocated", 1, {"sku": "lamp", "n": 3}) == (
+        letter.message_name,
+        letter.message_version,
+        letter.payload,
+    )
+    assert letter.handler.endswith("on_allocated")
+    assert (1, "ValueError: no such warehouse") == (letter.attempts, letter.error)
+    assert "no such warehouse" in letter.traceback
+    assert (Allocated("lamp", 3), given) == h.bus.serializer.load_with_metadata(letter.wire())
+
+
+def test_a_failed_command_is_a_dead_letter_only_when_asked(h: Harness) -> None:
+    store = InMemoryDeadLetters()
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate) -> str:
+        raise KeyError(cmd.sku)
+
+    h.build(dead_letters=store)
+    with pytest.raises(KeyError):
+        h.handle(Allocate("lamp"))
+    assert [] == store.letters
+
+    h.build(dead_letters=store, dead_letter_commands=True)
+    with pytest.raises(KeyError):
+        h.handle(Allocate("lamp"))
+    assert ["Allocate"] == [letter.message_name for letter in store.letters]
+
+
+def test_redelivery_runs_only_the_named_handler_and_stores_no_new_letter(h: Harness) -> None:
+    store = InMemoryDeadLetters()
+    handled: list[str] = []
+    fixed = [False]
+
+    @h.register(uow=False)
+    def first(event: Allocated) -> None:
+        handled.append("first")
+
+    @h.register(uow=False)
+    def second(event: Allocated) -> None:
+        if not fixed[0]:
+            raise ValueError("bug")
+        handled.append("second")
+
+    h.build(dead_letters=store)
+    h.handle(Allocated("lamp"))
+    [letter] = store.letters
+    message, metadata = h.bus.serializer.load_with_metadata(letter.wire())
+
+    with pytest.raises(ValueError, match="bug"):
+        h.redeliver(message, handler=letter.handler, metadata=metadata)
+    fixed[0] = True
+    h.redeliver(message, handler=letter.handler, metadata=metadata)
+
+    assert ["first", "second"] == handled
+    assert 1 == len(store.letters)
+    with pytest.raises(DispatchError, match="nobody"):
+        h.redeliver(message, handler="nobody")

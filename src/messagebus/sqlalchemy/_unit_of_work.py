@@ -39,6 +39,12 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
 
         bus = MessageBus(registry, uow=uow)
 
+    For mypy, a subclass may declare the repositories' types (annotations
+    only, no values)::
+
+        class UnitOfWork(SqlAlchemyUnitOfWork):
+            products: SqlAlchemyRepository[Product]
+
     The bus commits after the handler returns, rolls back when it fails and
     always closes; used directly, the unit of work is also a context manager
     that rolls back on an exception and closes.
