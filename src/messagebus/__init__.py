@@ -28,7 +28,7 @@ from .exceptions import (
 )
 from .messages import Command, Event, Message, Metadata, message_name, message_version
 from .retry import RetryPolicy, is_transient, retry_if_transient
-from .serialization import Serializer, make_converter
+from .serialization import Serializer, make_converter, sensitive
 from .unit_of_work import (
     AbstractAsyncUnitOfWork,
     AbstractUnitOfWork,
@@ -73,4 +73,5 @@ __all__ = [
     "message_name",
     "message_version",
     "retry_if_transient",
+    "sensitive",
 ]

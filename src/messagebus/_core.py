@@ -292,7 +292,7 @@ class AttemptLog:
         metadata = metadata_of(envelope)
         causation = metadata.causation_id
         try:
-            payload: Any = self._serializer.dump_payload(envelope[MESSAGE])
+            payload: Any = self._serializer.dump_payload(envelope[MESSAGE], redact=True)
         except Exception:  # a log line must never break handling
             payload = repr(envelope[MESSAGE])
         return {

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import functools
 import itertools
 import threading
 import types
@@ -40,7 +41,7 @@ from .exceptions import (
 )
 from .messages import Message, Metadata, message_name, message_version
 
-__all__ = ["Serializer", "make_converter"]
+__all__ = ["REDACTED", "Serializer", "make_converter", "sensitive"]
 
 M = TypeVar("M", bound=Message)
 
@@ -270,6 +271,62 @@ def _object_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, 
     return factory
 
 
+REDACTED = "[redacted]"
+_SENSITIVE = "messagebus_sensitive"
+
+
+def sensitive(**field_options: Any) -> Any:
+    """An attrs field whose value logs never show: ``card: str = sensitive()``.
+
+    It takes the options of ``attrs.field`` (``default=...``, ...). The field
+    is serialised as usual (a stored or sent message keeps it); only log
+    lines redact it. Equivalent to ``attrs.field(metadata={"messagebus_sensitive": True})``.
+    """
+    metadata = dict(field_options.pop("metadata", None) or {})
+    metadata[_SENSITIVE] = True
+    return attrs.field(metadata=metadata, **field_options)
+
+
+def _redact(cls: Any, data: Any) -> Any:
+    if not (isinstance(data, dict) and attrs.has(cls)):
+        return data
+    hints = _field_types(cls)
+    redacted = dict(data)
+    for field in attrs.fields(cls):
+        if field.name not in redacted:
+            continue
+        if field.metadata.get(_SENSITIVE):
+            redacted[field.name] = REDACTED
+        else:
+            redacted[field.name] = _redact_nested(hints.get(field.name), redacted[field.name])
+    return redacted
+
+
+def _redact_nested(tp: Any, value: Any) -> Any:
+    if tp is None:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(tp):
+            if attrs.has(member) and isinstance(value, dict):
+                return _redact(member, value)
+        return value
+    if origin in (tuple, list, frozenset, set) and isinstance(value, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if len(args) == 1:
+            return [_redact_nested(args[0], item) for item in value]
+        return [_redact_nested(a, item) for a, item in zip(args, value, strict=False)]
+    return _redact(tp, value)
+
+
+@functools.cache
+def _field_types(cls: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: redact the top level only
+        return {}
+
+
 class Serializer:
     """Turns registered messages into JSON-safe dicts and back.
 
@@ -329,9 +386,16 @@ class Serializer:
         except (KeyError, TypeError):
             raise UnknownMessageError(name, tuple(self._types)) from None
 
-    def dump_payload(self, message: Message) -> dict[str, Any]:
-        """The message's fields as a JSON-safe dict."""
-        return typing.cast(dict[str, Any], self._converter.unstructure(message))
+    def dump_payload(self, message: Message, *, redact: bool = False) -> dict[str, Any]:
+        """The message's fields as a JSON-safe dict.
+
+        Args:
+            redact: Replace the value of every field marked sensitive (see
+                :func:`sensitive`), in nested attrs classes too, with
+                ``"[redacted]"``: for logs, which must never hold them in clear.
+        """
+        data = typing.cast(dict[str, Any], self._converter.unstructure(message))
+        return _redact(type(message), data) if redact else data
 
     def load_payload(self, name: str, payload: object, *, version: int | None = None) -> Message:
         """Construct the registered message called ``name`` from its fields.

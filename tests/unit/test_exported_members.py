@@ -46,6 +46,7 @@ EXPECTED_MESSAGEBUS = [
     "message_name",
     "message_version",
     "retry_if_transient",
+    "sensitive",
 ]
 
 EXPECTED_TESTING = ["FakeAsyncUnitOfWork", "FakeUnitOfWork", "InMemoryRepository", "RepositoryView"]

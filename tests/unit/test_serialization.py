@@ -12,9 +12,11 @@ from typing import Any
 
 import attrs
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import messagebus
 from messagebus import (
     Command,
     ConfigurationError,
@@ -527,3 +529,47 @@ def test_bus_serializer_knows_the_types_its_registry_handles() -> None:
 
     assert {"Allocate": Allocate} == dict(bus.serializer.names)
     assert Serializer([Allocate]).load(_allocate_data()) == bus.serializer.load(_allocate_data())
+
+
+# Sensitive fields
+
+
+@attrs.frozen
+class Card:
+    number: str = messagebus.sensitive()
+    holder: str = "ada"
+
+
+@attrs.frozen
+class Paid(Event):
+    amount: int
+    card: Card
+    cards: tuple[Card, ...] = ()
+    pin: str = messagebus.sensitive(default="0000")
+
+
+def test_sensitive_fields_are_redacted_on_request_even_when_nested() -> None:
+    serializer = Serializer([Paid])
+    paid = Paid(3, Card("4111"), (Card("5555"),), "1234")
+
+    redacted = serializer.dump_payload(paid, redact=True)
+
+    assert {
+        "amount": 3,
+        "card": {"number": "[redacted]", "holder": "ada"},
+        "cards": [{"number": "[redacted]", "holder": "ada"}],
+        "pin": "[redacted]",
+    } == redacted
+    assert paid == serializer.load(serializer.dump(paid))  # data keeps them
+
+
+def test_the_log_line_of_an_attempt_never_holds_a_sensitive_field_in_clear() -> None:
+    registry = messagebus.Registry()
+    registry.register(lambda event: None, message=Paid, uow=False)
+
+    with structlog.testing.capture_logs() as logs:
+        messagebus.MessageBus(registry).handle(Paid(3, Card("4111"), pin="1234"))
+
+    [line] = logs
+    assert "4111" not in repr(line)
+    assert "1234" not in repr(line)
