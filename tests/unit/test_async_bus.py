@@ -1,7 +1,5 @@
 """What only the async bus promises: async handlers, tasks, cancellation, generated code."""
 
-
-
 from __future__ import annotations
 
 import asyncio
