@@ -1,0 +1,1 @@
+"""Adapters: the database, notifications and the publishing of events."""

@@ -1,0 +1,123 @@
+"""The tables, and the imperative mapping of the domain's classes onto them.
+
+Nothing happens at import: :func:`start_mappers` maps (once per process) and
+:func:`make_engine` makes an engine, when an entry point asks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Date,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import registry, relationship
+
+from allocation.domain import model
+
+metadata = MetaData()
+
+products = Table(
+    "products",
+    metadata,
+    Column("sku", String(255), primary_key=True),
+    # Checked and incremented by the unit of work whenever the aggregate changes.
+    Column("version_number", Integer, nullable=False),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("reference", String(255), unique=True, nullable=False),
+    Column("sku", ForeignKey("products.sku"), nullable=False),
+    Column("_purchased_quantity", Integer, nullable=False),
+    Column("eta", Date, nullable=True),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sku", String(255), nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("orderid", String(255), nullable=False),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("orderline_id", ForeignKey("order_lines.id"), nullable=False),
+    Column("batch_id", ForeignKey("batches.id"), nullable=False),
+)
+
+#: The read model (CQRS): one row per allocated order line, kept by event handlers.
+allocations_view = Table(
+    "allocations_view",
+    metadata,
+    Column("orderid", String(255), primary_key=True),
+    Column("sku", String(255), primary_key=True),
+    Column("batchref", String(255), nullable=False),
+)
+
+mapper_registry = registry()
+_mapped = False
+_lock = threading.Lock()
+
+
+def start_mappers() -> None:
+    """Map the domain's classes onto the tables; later calls do nothing."""
+    global _mapped
+    with _lock:
+        if _mapped:
+            return
+        lines_mapper = mapper_registry.map_imperatively(model.OrderLine, order_lines)
+        batches_mapper = mapper_registry.map_imperatively(
+            model.Batch,
+            batches,
+            properties={
+                "_allocations": relationship(
+                    lines_mapper, secondary=allocations, collection_class=set
+                ),
+            },
+        )
+        mapper_registry.map_imperatively(
+            model.Product,
+            products,
+            properties={
+                "batches": relationship(
+                    batches_mapper, order_by=batches.c.id, cascade="all, delete-orphan"
+                ),
+            },
+            version_id_col=products.c.version_number,
+        )
+        # A product loaded from the database was not made by __init__.
+        event.listen(model.Product, "load", _give_events_list)
+        _mapped = True
+
+
+def _give_events_list(product: model.Product, _: Any) -> None:
+    product.events = []
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for the service; on PostgreSQL at REPEATABLE READ, as in the book."""
+    if url.startswith("postgresql"):
+        kwargs.setdefault("isolation_level", "REPEATABLE READ")
+    return create_engine(url, **kwargs)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables that do not exist yet (a real service would migrate)."""
+    metadata.create_all(engine)

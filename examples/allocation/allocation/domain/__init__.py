@@ -1,0 +1,1 @@
+"""The domain: products, their batches and order lines, with the messages about them."""

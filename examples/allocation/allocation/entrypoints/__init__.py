@@ -1,0 +1,1 @@
+"""Entry points: the web API, and the process that serves it."""
