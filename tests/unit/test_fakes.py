@@ -5,7 +5,7 @@ import pytest
 from structlog.typing import EventDict
 
 from messagebus import Command, ConcurrencyError, Event, MessageBus, Registry, Transient
-from messagebus.testing import FakeUnitOfWork, InMemoryRepository
+from messagebus.testing import FakeUnitOfWork, InMemoryRepository, RepositoryView
 
 
 @attrs.frozen
@@ -247,3 +247,17 @@ def test_bus_closes_the_fake_unit_of_work_after_the_attempt() -> None:
     MessageBus(registry, uow=new_uow).handle(Reserve("lamp", 1))
 
     assert [(1, 0, True)] == [(uow.committed, uow.rolled_back, uow.closed) for uow in made]
+
+
+def test_a_repository_view_subclass_adds_the_applications_own_queries() -> None:
+    class Products(RepositoryView[Product]):
+        def with_stock_over(self, quantity: int) -> list[Product]:
+            return [p for p in self.list() if p.available > quantity]
+
+    table = InMemoryRepository(key=lambda p: p.sku, view=Products)
+    table.add(Product("lamp", 5))
+    table.add(Product("sofa", 50))
+
+    uow = FakeUnitOfWork(products=table)
+
+    assert ["sofa"] == [p.sku for p in uow.products.with_stock_over(10)]

@@ -35,10 +35,26 @@ class InMemoryRepository(Generic[A]):
     Args:
         key: Gives the key of an aggregate (e.g. ``lambda p: p.sku``).
         items: Aggregates to start with.
+        view: The class of what units of work see: a subclass of
+            :class:`RepositoryView` adds an application's own queries, as its
+            SQLAlchemy repository does (``get_by_batchref`` and the like)::
+
+                class Products(RepositoryView[Product]):
+                    def get_by_batchref(self, ref: str) -> Product | None:
+                        return next((p for p in self.list() if ref in p.refs), None)
+
+                InMemoryRepository(key=lambda p: p.sku, view=Products)
     """
 
-    def __init__(self, key: Callable[[A], Hashable], items: Iterable[A] = ()) -> None:
+    def __init__(
+        self,
+        key: Callable[[A], Hashable],
+        items: Iterable[A] = (),
+        *,
+        view: type[RepositoryView[A]] | None = None,
+    ) -> None:
         self._key = key
+        self._view = view if view is not None else RepositoryView
         self._rows: dict[Hashable, tuple[int, A]] = {}
         self._lock = threading.RLock()
         for item in items:
@@ -156,7 +172,7 @@ class _FakeRepositories:
 
     def _open(self, repositories: dict[str, InMemoryRepository[Any]]) -> None:
         tracker = typing.cast(_Tracking, self)
-        self._views = {name: RepositoryView(repo, tracker) for name, repo in repositories.items()}
+        self._views = {name: repo._view(repo, tracker) for name, repo in repositories.items()}
 
     def __getattr__(self, name: str) -> RepositoryView[Any]:
         views = self.__dict__.get("_views", {})
