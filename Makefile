@@ -14,7 +14,7 @@ SOURCES := $(wildcard src tests examples scripts bench)
 # Checks run one after another, in the order given, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: install demo lint format typecheck pytest docs test bench clean generate
+.PHONY: install demo lint format typecheck pytest docs test test-versions bench clean generate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,24 @@ docs: install
 test: install
 	$(MAKE) lint typecheck pytest docs
 
+# The unit and stress tests on the other supported Pythons found on this machine
+# (pyenv's 3.10, 3.12 and 3.13 here), each in a virtual environment of its own.
+OTHER_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python $(HOME)/.pyenv/versions/3.12*/bin/python $(HOME)/.pyenv/versions/3.13*/bin/python)
+
+test-versions:
+	@set -e; for py in $(OTHER_PYTHONS); do \
+		version=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+		venv=.venv-$$version; \
+		if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+			$$py -m venv $$venv; \
+			$$venv/bin/python -m pip install --quiet --upgrade pip; \
+			$$venv/bin/python -m pip install --quiet -e '.[dev]'; \
+			touch $$venv/.installed; \
+		fi; \
+		echo "== Python $$version"; \
+		$$venv/bin/pytest -q -p no:cacheprovider tests/unit tests/stress; \
+	done
+
 bench: install
 	@if [ -d bench ]; then \
 		$(BIN)/python -m bench; \
@@ -64,6 +82,6 @@ bench: install
 	fi
 
 clean:
-	rm -rf $(VENV) site htmlcov dist build .coverage .coverage.* \
+	rm -rf $(VENV) .venv-3.* site htmlcov dist build .coverage .coverage.* \
 		.mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name "*.egg-info" \) -prune -exec rm -rf {} +

@@ -47,10 +47,15 @@ class CallPlan:
         return bool(self.uow_parameter or self.context_parameter or self.metadata_parameter)
 
 
+def _plain_class(annotation: Any) -> bool:
+    # On Python 3.10, list[str] passes isinstance(..., type): rule generics out.
+    return isinstance(annotation, type) and typing.get_origin(annotation) is None
+
+
 def _is_uow_annotation(annotation: Any) -> bool:
     if annotation is UnitOfWork:
         return True
-    return isinstance(annotation, type) and issubclass(annotation, AbstractUnitOfWork)
+    return _plain_class(annotation) and issubclass(annotation, AbstractUnitOfWork)
 
 
 def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
@@ -117,7 +122,7 @@ def plan_call(
             elif parameter.default is inspect.Parameter.empty:
                 by_type = (
                     f" and none is an instance of {annotation.__qualname__}"
-                    if isinstance(annotation, type) and annotation is not object
+                    if _plain_class(annotation) and annotation is not object
                     else ""
                 )
                 raise unresolved(f"no dependency is named {name!r}{by_type}")
@@ -126,7 +131,7 @@ def plan_call(
 
 
 def _matches_by_type(annotation: Any, dependencies: Mapping[str, object]) -> list[str]:
-    if not isinstance(annotation, type) or annotation is object:
+    if not _plain_class(annotation) or annotation is object:
         return []
     try:
         return [name for name, value in dependencies.items() if isinstance(value, annotation)]
