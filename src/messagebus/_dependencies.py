@@ -106,7 +106,7 @@ def plan_call(
             if not registration.uow:
                 raise unresolved("the handler was registered with uow=False")
             if not has_uow_factory:
-                raise unresolved("the bus has no unit of work: pass MessageBus(uow=factory)")
+                raise unresolved("the bus has no unit of work: give the bus a factory, uow=...")
             uow_parameter = name
         elif name in dependencies:
             fixed[name] = dependencies[name]

@@ -102,7 +102,7 @@ def test_a_cancelled_handle_rolls_back_dispatches_nothing_and_reaches_the_caller
 
     @registry.register
     async def allocate(cmd: Allocate, uow: Any) -> str:
-        uow.products.get("lamp")["events"].append(Allocated(cmd.orderid))
+        (await uow.products.get("lamp"))["events"].append(Allocated(cmd.orderid))
         started.set()
         await asyncio.sleep(3600)
         return "never"

@@ -57,6 +57,13 @@ class Product:
         self.events: list[Event] = []
 
 
+class _AsyncUowWithPlainRepositories(FakeAsyncUnitOfWork):
+    """The async fake, with repositories a plain (wrapped) handler can call."""
+
+    def _present(self, view: Any) -> Any:
+        return view
+
+
 class Harness:
     """One bus of either kind, driven through a synchronous interface."""
 
@@ -83,7 +90,7 @@ class Harness:
         return decorate if fn is None else decorate(fn)
 
     def uow(self) -> Any:
-        uow_type = FakeAsyncUnitOfWork if self.kind == "async" else FakeUnitOfWork
+        uow_type = _AsyncUowWithPlainRepositories if self.kind == "async" else FakeUnitOfWork
         uow = uow_type(products=self.products)
         self.uows.append(uow)
         return uow

@@ -1,23 +1,241 @@
-"""The documentation's code runs: every Python block of these pages, in order."""
+"""The documentation's code runs: every Python block of every page, so the docs cannot rot.
+
+Every page under ``docs/`` and ``README.md`` runs in a namespace of its own
+(a module, as a reader's shell session would be), its blocks in order:
+
+- A block that includes a file (``--8<-- "path"``, pymdownx.snippets) runs
+  with the file's text in its place, as the page shows it.
+- A block titled with a file name (```` ```python title="shop.py" ````, or a
+  ``toml`` / ``ini`` block titled ``pyproject.toml``) is a file of the page's
+  example project: all of them are written to a folder that is the current
+  directory and on ``sys.path`` while the page runs, so that the page's blocks
+  can import them. Each Python file is imported (tests and conftest.py
+  aside); where the page has test files (``test_*.py``), pytest runs them in
+  that folder, as the reader would, and they must pass.
+- A ``text`` block titled ``output`` is what the Python block before it
+  prints: the two must be the same.
+- A block opts out only with an explicit marker, where running it is truly
+  impossible: ``<!-- not-run: the reason -->`` on the line before it, or
+  ``title="not run"``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import re
+import sys
+import types
 from pathlib import Path
 
+import attrs
 import pytest
+import structlog
+from structlog.testing import capture_logs
+
+pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ["docs/tutorial.md", "README.md"]
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+PAGES = sorted(
+    [path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").rglob("*.md")] + ["README.md"]
+)
+
+FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)(?P<attrs>[^\n]*)\n"
+    r"(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+TITLE = re.compile(r"""\btitle=(?:"([^"]*)"|'([^']*)')""")
+NOT_RUN_COMMENT = re.compile(r"^\s*<!--\s*not-run\b.*-->\s*$")
+SNIPPET = re.compile(r"""^(?P<indent>[ \t]*)-{1,}8<-{1,}[ \t]+(["'])(?P<path>[^"']+)\2[ \t]*$""")
+FILE_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)*\.(py|toml|ini|cfg|txt|json)$")
+PYTHON = {"python", "py", "python3"}
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_every_python_block_of_the_page_runs(page: str, capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / page).read_text(encoding="utf-8")
-    blocks = BLOCK.findall(text)
-    assert blocks, f"{page} has no Python block"
-    namespace: dict[str, object] = {"__name__": f"docs_{Path(page).stem}"}
-    for number, block in enumerate(blocks, start=1):
-        code = compile(block, f"{page} (block {number})", "exec")
-        exec(code, namespace)
+@attrs.frozen
+class Block:
+    """A fenced code block of a page."""
+
+    page: str
+    line: int
+    lang: str
+    title: str | None
+    code: str
+    not_run: bool
+
+    @property
+    def is_python(self) -> bool:
+        return self.lang in PYTHON
+
+    @property
+    def file(self) -> str | None:
+        """The file the block is, when its title names one."""
+        return self.title if self.title and FILE_NAME.match(self.title) else None
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}" + (f" ({self.title})" if self.title else "")
+
+
+def expand_snippets(code: str) -> str:
+    """Put the text of included files in place, as pymdownx.snippets does (paths from the root)."""
+    lines = []
+    for line in code.splitlines(keepends=True):
+        match = SNIPPET.match(line.rstrip("\n"))
+        if match is None:
+            lines.append(line)
+            continue
+        path, _, span = match["path"].partition(":")
+        text = (ROOT / path).read_text(encoding="utf-8").splitlines(keepends=True)
+        if span:
+            start, _, end = span.partition(":")
+            text = text[int(start or 1) - 1 : int(end) if end else None]
+        lines.extend(match["indent"] + part for part in text)
+    return "".join(lines)
+
+
+def blocks_of(page: str, text: str) -> list[Block]:
+    """The fenced code blocks of a page, in order."""
+    blocks = []
+    for match in FENCE.finditer(text):
+        indent = match["indent"]
+        body = "".join(
+            line[len(indent) :] if line.startswith(indent) else line
+            for line in match["body"].splitlines(keepends=True)
+        )
+        title_match = TITLE.search(match["attrs"])
+        title = None if title_match is None else (title_match[1] or title_match[2])
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        blocks.append(
+            Block(
+                page=page,
+                line=text.count("\n", 0, match.start()) + 1,
+                lang=match["lang"].lower(),
+                title=title,
+                code=expand_snippets(body),
+                not_run=title == "not run" or bool(NOT_RUN_COMMENT.match(before)),
+            )
+        )
+    return blocks
+
+
+def page_blocks(page: str) -> list[Block]:
+    return blocks_of(page, (ROOT / page).read_text(encoding="utf-8"))
+
+
+PAGES_WITH_PYTHON = [page for page in PAGES if any(b.is_python for b in page_blocks(page))]
+
+
+def module_name(file: str) -> str | None:
+    """The module a Python file of the example project is imported as (None for tests)."""
+    path = Path(file)
+    if path.suffix != ".py" or path.name == "conftest.py" or path.name.startswith("test_"):
+        return None
+    parts = path.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_test_file(file: str) -> bool:
+    return Path(file).name.startswith("test_")
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_PYTHON)
+def test_every_python_block_of_the_page_runs(
+    page: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocks = page_blocks(page)
+    files = [block for block in blocks if block.file and not block.not_run]
+    has_tests = any(is_test_file(block.file or "") for block in files)
+    # pytest runs the page's tests in the project folder: pytester's, then.
+    pytester: pytest.Pytester | None = request.getfixturevalue("pytester") if has_tests else None
+    project = tmp_path if pytester is None else pytester.path
+    for block in files:
+        path = project / (block.file or "")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(block.code, encoding="utf-8")
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+
+    name = "docs_" + re.sub(r"\W", "_", page.removesuffix(".md"))
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # so that typing and cattrs can resolve the page's annotations
+    try:
+        printed = ""
+        for number, block in enumerate(blocks, start=1):
+            if block.is_python and not block.file and not block.not_run:
+                code = compile(block.code, f"{block.where} (block {number})", "exec")
+                # Log lines are kept out of what the block prints (capture_logs).
+                with capture_logs(), contextlib.redirect_stdout(io.StringIO()) as stdout:
+                    exec(code, module.__dict__)
+                printed = stdout.getvalue()
+            elif block.title == "output" and not block.is_python:
+                assert block.code == printed, (
+                    f"{block.where}: the block before it printed\n{printed}"
+                )
+        for block in files:
+            imported = module_name(block.file or "")
+            if imported is not None:
+                importlib.import_module(imported)
+    finally:
+        del sys.modules[name]
+        forget_modules_under(project)
+        structlog.reset_defaults()  # a page may configure logging, as an application does
+
+    if pytester is not None:
+        result = pytester.runpytest("-p", "no:cacheprovider")
+        outcomes = result.parseoutcomes()
+        assert result.ret == 0, f"the tests of {page} failed:\n{result.stdout.str()}"
+        assert outcomes.get("passed", 0) >= 1, result.stdout.str()
+
+
+def forget_modules_under(folder: Path) -> None:
+    """Unload the example project's modules: another page may have its own ``shop``."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file is not None and Path(file).is_relative_to(folder):
+            del sys.modules[name]
+
+
+def test_the_pages_that_teach_have_python_blocks_that_run() -> None:
+    expected = {
+        "README.md",
+        "docs/tutorial.md",
+        "docs/how-to/embedding.md",
+        "docs/how-to/retries.md",
+        "docs/how-to/testing.md",
+    }
+    assert expected <= set(PAGES_WITH_PYTHON)
+
+
+def test_a_block_opts_out_only_with_an_explicit_marker() -> None:
+    text = (
+        "```python\nx = 1\n```\n\n<!-- not-run: needs a mail server -->\n"
+        '```python\nsend()\n```\n\n```python title="not run"\nsend()\n```\n'
+        "<!-- a comment -->\n```python\ny = 2\n```\n"
+    )
+
+    assert [False, True, True, False] == [block.not_run for block in blocks_of("p.md", text)]
+
+
+def test_blocks_in_lists_and_admonitions_are_found_and_dedented() -> None:
+    text = '1. Run:\n\n    ```python title="shop.py"\n    if True:\n        x = 1\n    ```\n'
+
+    [block] = blocks_of("p.md", text)
+
+    assert ("shop.py", "if True:\n    x = 1\n") == (block.file, block.code)
+
+
+def test_an_included_file_is_run_in_place_of_its_snippet_line(tmp_path: Path) -> None:
+    [block] = blocks_of("p.md", '```python\n--8<-- "examples/quickstart.py"\n```\n')
+
+    assert (ROOT / "examples/quickstart.py").read_text(encoding="utf-8") == block.code
+
+
+def test_only_blocks_titled_with_a_file_name_are_files() -> None:
+    titles = ["shop.py", "tests/test_shop.py", "pyproject.toml", "Shop", "not run", "a b.py"]
+    text = "".join(f'```python title="{title}"\npass\n```\n' for title in titles)
+
+    files = [block.file for block in blocks_of("p.md", text)]
+
+    assert ["shop.py", "tests/test_shop.py", "pyproject.toml", None, None, None] == files

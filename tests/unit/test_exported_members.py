@@ -49,7 +49,17 @@ EXPECTED_MESSAGEBUS = [
     "sensitive",
 ]
 
-EXPECTED_TESTING = ["FakeAsyncUnitOfWork", "FakeUnitOfWork", "InMemoryRepository", "RepositoryView"]
+EXPECTED_TESTING = [
+    "AsyncRepositoryView",
+    "AsyncScenario",
+    "Dispatch",
+    "FakeAsyncUnitOfWork",
+    "FakeUnitOfWork",
+    "InMemoryRepository",
+    "Recorder",
+    "RepositoryView",
+    "Scenario",
+]
 
 PUBLIC = [(messagebus, name) for name in messagebus.__all__] + [
     (messagebus.testing, name) for name in messagebus.testing.__all__

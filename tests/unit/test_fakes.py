@@ -1,11 +1,18 @@
 """The fakes of messagebus.testing: an in-memory repository and a fake unit of work."""
 
+import asyncio
+
 import attrs
 import pytest
 from structlog.typing import EventDict
 
 from messagebus import Command, ConcurrencyError, Event, MessageBus, Registry, Transient
-from messagebus.testing import FakeUnitOfWork, InMemoryRepository, RepositoryView
+from messagebus.testing import (
+    FakeAsyncUnitOfWork,
+    FakeUnitOfWork,
+    InMemoryRepository,
+    RepositoryView,
+)
 
 
 @attrs.frozen
@@ -261,3 +268,22 @@ def test_a_repository_view_subclass_adds_the_applications_own_queries() -> None:
     uow = FakeUnitOfWork(products=table)
 
     assert ["sofa"] == [p.sku for p in uow.products.with_stock_over(10)]
+
+
+def test_the_async_fakes_repositories_are_awaited_like_the_sqlalchemy_ones() -> None:
+    class Products(RepositoryView[Product]):
+        def named(self, sku: str) -> Product | None:
+            return self.get(sku)
+
+    table = InMemoryRepository(key=lambda p: p.sku, view=Products)
+    table.add(Product("lamp", 5))
+
+    async def scenario() -> list[object]:
+        uow = FakeAsyncUnitOfWork(products=table)
+        uow.products.add(Product("sofa", 1))
+        found = [await uow.products.get("lamp"), await uow.products.named("sofa")]
+        await uow.commit()
+        return [p.sku for p in found] + [p.sku for p in await uow.products.list()]
+
+    assert ["lamp", "sofa", "lamp", "sofa"] == asyncio.run(scenario())
+    assert ["lamp", "sofa"] == sorted(table.keys())

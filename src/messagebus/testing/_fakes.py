@@ -174,15 +174,52 @@ class _FakeRepositories:
         tracker = typing.cast(_Tracking, self)
         self._views = {name: repo._view(repo, tracker) for name, repo in repositories.items()}
 
-    def __getattr__(self, name: str) -> RepositoryView[Any]:
+    def __getattr__(self, name: str) -> Any:
         views = self.__dict__.get("_views", {})
         try:
-            return views[name]  # type: ignore[no-any-return]
+            return self._present(views[name])
         except KeyError:
             raise AttributeError(
                 f"{type(self).__name__} has no repository {name!r}; "
                 f"it has: {', '.join(views) or 'none'}"
             ) from None
+
+    def _present(self, view: RepositoryView[Any]) -> Any:
+        return view
+
+
+class AsyncRepositoryView(Generic[A]):
+    """What an async unit of work sees of an :class:`InMemoryRepository`.
+
+    The same as :class:`RepositoryView`, awaited like
+    ``AsyncSqlAlchemyRepository``: ``add`` is plain, ``get``, ``list`` and the
+    application's own queries (of a ``view=`` subclass) are awaited.
+    """
+
+    def __init__(self, view: RepositoryView[A]) -> None:
+        self._view = view
+
+    def add(self, aggregate: A) -> None:
+        """Add a new aggregate, stored on commit."""
+        self._view.add(aggregate)
+
+    async def get(self, key: Hashable) -> A | None:
+        """The aggregate with this key, or None."""
+        return self._view.get(key)
+
+    async def list(self) -> builtins.list[A]:
+        """Every aggregate, as this unit of work sees it."""
+        return self._view.list()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._view, name)
+        if name.startswith("_") or not callable(method):
+            return method
+
+        async def awaitable(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return awaitable
 
 
 class FakeUnitOfWork(_FakeRepositories, AbstractUnitOfWork):
@@ -223,7 +260,15 @@ class FakeUnitOfWork(_FakeRepositories, AbstractUnitOfWork):
 
 
 class FakeAsyncUnitOfWork(_FakeRepositories, AbstractAsyncUnitOfWork):
-    """:class:`FakeUnitOfWork` for the async bus: the same, with awaitable methods."""
+    """:class:`FakeUnitOfWork` for the async bus: the same, awaited.
+
+    Its methods are coroutines, and so are its repositories' ``get``, ``list``
+    and own queries (see :class:`AsyncRepositoryView`), as with
+    ``AsyncSqlAlchemyUnitOfWork``.
+    """
+
+    def _present(self, view: RepositoryView[Any]) -> Any:
+        return AsyncRepositoryView(view)
 
     def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
         super().__init__()
