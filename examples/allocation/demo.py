@@ -5,10 +5,14 @@ SQLite database in a temporary folder; drives a happy path and an unhappy
 path over HTTP, printing each exchange; stops the server and shows what it
 e-mailed (to a file: the example never sends mail) and published.
 Exits non-zero if any answer is not the expected one.
+
+With ``--async``, the same against the async entry point: FastAPI on
+``AsyncMessageBus``, served by uvicorn (the database on aiosqlite).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -55,7 +59,24 @@ class Client:
         return answer
 
 
-def main() -> int:
+SERVERS = {
+    False: (
+        "allocation.entrypoints.server",
+        "waitress, one process, one bus shared by its threads",
+    ),
+    True: (
+        "allocation.entrypoints.asgi_server",
+        "FastAPI on uvicorn, one process, one async bus shared by its tasks",
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The allocation service, end to end.")
+    parser.add_argument(
+        "--async", dest="use_async", action="store_true", help="serve the async entry point"
+    )
+    module, description = SERVERS[parser.parse_args(argv).use_async]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="allocation-demo-") as folder:
         root = Path(folder)
@@ -68,9 +89,10 @@ def main() -> int:
                 database_url,
                 log=log_file,
                 extra_args=["--mail-file", str(mail), "--publish-file", str(published)],
+                module=module,
             ) as server,
         ):
-            print(f"Server: {server.url} (waitress, one process, one bus shared by its threads)")
+            print(f"Server: {server.url} ({description})")
             api = Client(server.url)
 
             print("\nHappy path: two batches of a table, then an order that gets the earlier one")

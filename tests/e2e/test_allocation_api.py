@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from allocation.entrypoints.server import ServerProcess
 
 pytestmark = pytest.mark.e2e

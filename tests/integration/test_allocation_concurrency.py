@@ -21,10 +21,10 @@ import pytest
 import sqlalchemy
 import structlog
 import tenacity
+
 from allocation.adapters import orm
 from allocation.bootstrap import Service, bootstrap
 from allocation.domain import commands, events
-
 from messagebus import Event, RetryPolicy
 
 pytestmark = pytest.mark.integration

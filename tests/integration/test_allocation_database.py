@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+from sqlalchemy.orm import sessionmaker
+
 from allocation.adapters import orm
 from allocation.bootstrap import Service, bootstrap
 from allocation.domain import commands, events, model
 from allocation.service_layer.handlers import InvalidSku
 from allocation.views import SqlAlchemyAllocationsView, allocations
-from sqlalchemy.orm import sessionmaker
-
 from messagebus import Event
 from messagebus.sqlalchemy import SqlAlchemyRepository, SqlAlchemyUnitOfWork
 

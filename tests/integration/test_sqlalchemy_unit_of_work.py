@@ -621,7 +621,12 @@ def test_units_of_work_in_many_threads_share_one_declaration(
 def test_the_subpackage_exports_the_unit_of_work_and_the_repository() -> None:
     import messagebus.sqlalchemy
 
-    assert ["SqlAlchemyRepository", "SqlAlchemyUnitOfWork"] == messagebus.sqlalchemy.__all__
+    assert [
+        "AsyncSqlAlchemyRepository",
+        "AsyncSqlAlchemyUnitOfWork",
+        "SqlAlchemyRepository",
+        "SqlAlchemyUnitOfWork",
+    ] == messagebus.sqlalchemy.__all__
 
 
 def test_a_unit_of_work_used_directly_can_commit_twice(session_factory: SessionFactory) -> None:

@@ -11,9 +11,32 @@ Importing :mod:`messagebus` does not import SQLAlchemy; importing this package d
             session_factory, products=SqlAlchemyRepository(Product, key="sku")
         ),
     )
+
+For :class:`~messagebus.AsyncMessageBus`, the same on an ``AsyncSession``
+(aiosqlite, or psycopg 3 / asyncpg on PostgreSQL)::
+
+    from messagebus.sqlalchemy import AsyncSqlAlchemyRepository, AsyncSqlAlchemyUnitOfWork
+
+    session_factory = async_sessionmaker(create_async_engine(url), expire_on_commit=False)
+    bus = AsyncMessageBus(
+        registry,
+        uow=lambda: AsyncSqlAlchemyUnitOfWork(
+            session_factory,
+            products=AsyncSqlAlchemyRepository(
+                Product, key="sku", options=[selectinload(Product.batches)]
+            ),
+        ),
+    )
 """
 
+from ._async_repository import AsyncSqlAlchemyRepository
+from ._async_unit_of_work import AsyncSqlAlchemyUnitOfWork
 from ._repository import SqlAlchemyRepository
 from ._unit_of_work import SqlAlchemyUnitOfWork
 
-__all__ = ["SqlAlchemyRepository", "SqlAlchemyUnitOfWork"]
+__all__ = [
+    "AsyncSqlAlchemyRepository",
+    "AsyncSqlAlchemyUnitOfWork",
+    "SqlAlchemyRepository",
+    "SqlAlchemyUnitOfWork",
+]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from allocation import bootstrap
 from allocation.domain import model
-
 from messagebus.testing import FakeUnitOfWork, InMemoryRepository
 
 from .fakes import FakeNotifications, FakePublisher, InMemoryAllocationsView

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
+
 from allocation.bootstrap import Service, bootstrap
 from allocation.entrypoints.flask_app import create_app
-from flask.testing import FlaskClient
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime
 
 import pytest
+
 from allocation.bootstrap import Service
 from allocation.domain import commands, events
 from allocation.domain.model import Product
 from allocation.service_layer.handlers import InvalidSku
-
 from messagebus.testing import FakeUnitOfWork, InMemoryRepository
 
 from .fakes import FakeNotifications, FakePublisher, InMemoryAllocationsView

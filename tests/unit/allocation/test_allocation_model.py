@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+
 from allocation.domain import events
 from allocation.domain.model import Batch, OrderLine, Product, UnknownBatch
 

@@ -1,7 +1,8 @@
 """The tables, and the imperative mapping of the domain's classes onto them.
 
 Nothing happens at import: :func:`start_mappers` maps (once per process) and
-:func:`make_engine` makes an engine, when an entry point asks.
+:func:`make_engine` (or :func:`make_async_engine`, for the async entry point)
+makes an engine, when an entry point asks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.orm import registry, relationship
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import registry, relationship, selectinload
+from sqlalchemy.orm.interfaces import ORMOption
 
 from allocation.domain import model
 
@@ -121,3 +125,32 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def create_schema(engine: Engine) -> None:
     """Create the tables that do not exist yet (a real service would migrate)."""
     metadata.create_all(engine)
+
+
+def whole_product() -> list[ORMOption]:
+    """Loader options that load a Product with all its methods touch: its batches
+    and their allocated lines (an async session cannot load them lazily)."""
+    batches, allocations = model.Product.batches, model.Batch._allocations  # mapped attributes
+    return [selectinload(batches).selectinload(allocations)]
+
+
+#: The async driver of each database: aiosqlite embedded, psycopg 3 on PostgreSQL.
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+
+
+def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """:func:`make_engine` for the async entry point: the same URL (``sqlite:///...``,
+    ``postgresql+psycopg://...``) on the database's async driver."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ASYNC_DRIVERS and not parsed.get_dialect().is_async:
+        parsed = parsed.set(drivername=ASYNC_DRIVERS[backend])
+    if backend == "postgresql":
+        kwargs.setdefault("isolation_level", "REPEATABLE READ")
+    return create_async_engine(parsed, **kwargs)
+
+
+async def create_schema_async(engine: AsyncEngine) -> None:
+    """:func:`create_schema` on an async engine."""
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)

@@ -117,6 +117,9 @@ class ServerProcess:
         log: Where the server's stderr (its logs) goes.
         extra_args: More command-line arguments for :func:`main`.
         timeout: Seconds to wait for the server to start.
+        module: The server's module, run with ``python -m``: this one (waitress),
+            or ``allocation.entrypoints.asgi_server`` (FastAPI on uvicorn), which
+            takes the same arguments and prints the same line.
     """
 
     def __init__(
@@ -126,8 +129,10 @@ class ServerProcess:
         log: IO[Any] | None = None,
         extra_args: Sequence[str] = (),
         timeout: float = 30.0,
+        module: str = "allocation.entrypoints.server",
     ) -> None:
         self.database_url = database_url
+        self.module = module
         self.url = ""
         self._log = log
         self._args = [*extra_args]
@@ -141,7 +146,7 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(PACKAGE_ROOT), *filter(None, [env.get("PYTHONPATH")])]
         )
-        command = [sys.executable, "-m", "allocation.entrypoints.server"]
+        command = [sys.executable, "-m", self.module]
         command += ["--database-url", self.database_url, "--port", "0", *self._args]
         self._process = process = subprocess.Popen(
             command,

@@ -1,0 +1,155 @@
+"""A unit of work on a SQLAlchemy AsyncSession, with the same optimistic checks."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from messagebus.exceptions import ConfigurationError
+from messagebus.unit_of_work import AbstractAsyncUnitOfWork
+
+from ._async_repository import AsyncSqlAlchemyRepository
+from ._unit_of_work import _INFO_KEY, _listen_for_flushes
+
+__all__ = ["AsyncSqlAlchemyUnitOfWork"]
+
+
+class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
+    """A unit of work over one ``AsyncSession``, for :class:`~messagebus.AsyncMessageBus`.
+
+    The async twin of :class:`~messagebus.sqlalchemy.SqlAlchemyUnitOfWork`:
+    one transaction per handler attempt, repositories reached as attributes,
+    the same whole-aggregate version check (the very same code: it runs on
+    the ``AsyncSession``'s inner sync session, at each flush)::
+
+        engine = create_async_engine("sqlite+aiosqlite:///service.db")
+        session_factory = async_sessionmaker(engine, expire_on_commit=False)
+
+        def uow() -> AsyncSqlAlchemyUnitOfWork:
+            return AsyncSqlAlchemyUnitOfWork(
+                session_factory,
+                products=AsyncSqlAlchemyRepository(
+                    Product, key="sku", options=[selectinload(Product.batches)]
+                ),
+            )
+
+        bus = AsyncMessageBus(registry, uow=uow)
+
+    Handlers await what reads the database::
+
+        async def allocate(cmd: Allocate, uow: UnitOfWork) -> str:
+            product = await uow.products.get(cmd.sku)
+            return product.allocate(cmd.orderid, cmd.qty)
+
+    Make the session factory with ``expire_on_commit=False`` when you use
+    aggregates after a commit (a unit of work used directly, committed twice):
+    an expired attribute cannot be loaded again without an ``await``. The bus
+    itself only reads the aggregates' ``events`` after commit, which is never
+    expired.
+
+    The bus commits after the handler returns, rolls back when it fails or is
+    cancelled, and always closes; closing runs to its end even when the task
+    is cancelled again meanwhile, so that the connection goes back to the
+    pool. Used directly, the unit of work is also an async context manager
+    that rolls back on an exception and closes.
+
+    Args:
+        session_factory: Makes the session, e.g. an ``async_sessionmaker``;
+            called once.
+        **repositories: :class:`~messagebus.sqlalchemy.AsyncSqlAlchemyRepository`
+            declarations by the attribute name they are reached by.
+
+    Attributes:
+        session: This unit of work's ``AsyncSession``, for queries that no
+            repository offers (a read model, say).
+    """
+
+    def __init__(
+        self,
+        session_factory: Callable[[], AsyncSession],
+        /,
+        **repositories: AsyncSqlAlchemyRepository[Any],
+    ) -> None:
+        super().__init__()
+        for name, repository in repositories.items():
+            if not isinstance(repository, AsyncSqlAlchemyRepository):
+                raise ConfigurationError(
+                    f"repository {name!r} must be an AsyncSqlAlchemyRepository, not {repository!r}"
+                )
+            if name.startswith("_") or hasattr(type(self), name) or name == "session":
+                raise ConfigurationError(
+                    f"{name!r} cannot name a repository: AsyncSqlAlchemyUnitOfWork uses that name"
+                )
+        session = session_factory()
+        if not isinstance(session, AsyncSession):
+            raise ConfigurationError(
+                "session_factory must make SQLAlchemy AsyncSessions (an async_sessionmaker), "
+                f"not {type(session).__qualname__}"
+            )
+        # The version check of the sync unit of work, on the inner sync session:
+        # its flushes (awaited through the AsyncSession) run the same listener.
+        sync_session = session.sync_session
+        _listen_for_flushes(type(sync_session))
+        sync_session.info[_INFO_KEY] = weakref.ref(self)
+        self.session = session
+        self._repositories = {
+            name: repository.bind(session, self) for name, repository in repositories.items()
+        }
+
+    def __getattr__(self, name: str) -> AsyncSqlAlchemyRepository[Any]:
+        repositories = self.__dict__.get("_repositories", {})
+        try:
+            return repositories[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(
+                f"AsyncSqlAlchemyUnitOfWork has no repository {name!r}; "
+                f"it has: {', '.join(repositories) or 'none'}"
+            ) from None
+
+    async def _commit(self) -> None:
+        await self.session.commit()
+
+    async def _rollback(self) -> None:
+        await self.session.rollback()
+
+    async def close(self) -> None:
+        """Close the session: its connection goes back to the pool, any open
+        transaction is rolled back. A cancellation meanwhile waits for it."""
+        self.session.sync_session.info.pop(_INFO_KEY, None)
+        await _to_completion(self.session.close)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            await self.close()
+
+
+async def _to_completion(cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Await ``cleanup()`` to its end, even if this task is cancelled meanwhile.
+
+    The cancellation is raised once the cleanup is done (a connection is
+    never left half-returned to its pool), with the cleanup's own error, if
+    any, as its context.
+    """
+    task = asyncio.create_task(cleanup())
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as error:
+            cancelled = error
+    if cancelled is None:
+        return task.result()
+    cancelled.__context__ = None if task.cancelled() else task.exception()
+    raise cancelled
