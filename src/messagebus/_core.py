@@ -43,6 +43,7 @@ class HandlerPlan:
         "call",
         "is_command",
         "message_name",
+        "message_version",
         "name",
         "plan",
         "policy",
@@ -65,6 +66,7 @@ class HandlerPlan:
         self.uow_factory = uow_factory if registration.uow else None
         self.name = registration.name
         self.message_name = message_name(registration.message_type)
+        self.message_version = message_version(registration.message_type)
         self.is_command = issubclass(registration.message_type, Command)
         #: Set by the bus: runs every attempt of this handler for one envelope.
         self.run: Callable[[Envelope], tuple[Any, list[Any] | tuple[()]]] = _unset
@@ -212,6 +214,11 @@ class BusCore:
         """A serializer that knows every message type this bus handles."""
         return self._serializer
 
+    @property
+    def dead_letters(self) -> DeadLetterStore | None:
+        """The store of the handlings this bus gave up on, if it has one."""
+        return self._dead_letters
+
 
 def serializer_for(registry: Registry) -> Serializer:
     """A serializer that knows every message type the registry handles."""
@@ -298,6 +305,7 @@ class AttemptLog:
         return {
             "message_name": handler.message_name,
             "message_kind": "command" if handler.is_command else "event",
+            "message_version": handler.message_version,
             "message_id": str(metadata.message_id),
             "correlation_id": str(metadata.correlation_id),
             "causation_id": None if causation is None else str(causation),

@@ -76,14 +76,20 @@ class Message:
     def __attrs_init_subclass__(cls) -> None:
         # Called by attrs once it has built the class. Its generated repr shows
         # an enum member as <Colour.RED: 'red'>; this one pastes back into a
-        # shell. A repr the user wrote is left alone.
+        # shell, and never shows a sensitive field in clear (tracebacks print
+        # reprs). A repr the user wrote is left alone.
         if _generated_by_attrs(cls.__dict__.get("__repr__")):
             cls.__repr__ = _message_repr  # type: ignore[assignment,method-assign]
 
 
+def _shown_name(cls: type) -> str:
+    # As attrs does: a class defined in a function is shown without "<locals>".
+    return cls.__qualname__.rsplit(">.", 1)[-1]
+
+
 def _python_repr(value: object) -> str:
     if isinstance(value, enum.Enum):
-        return f"{type(value).__qualname__}.{value.name}"
+        return f"{_shown_name(type(value))}.{value.name}"
     if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
         items = ", ".join(_python_repr(item) for item in value)
         if isinstance(value, tuple):
@@ -101,9 +107,16 @@ def _python_repr(value: object) -> str:
 def _message_repr(self: Message) -> str:
     fields = attrs.fields(type(self))  # type: ignore[arg-type]
     shown = ", ".join(
-        f"{field.name}={_python_repr(getattr(self, field.name))}" for field in fields if field.repr
+        f"{field.name}="
+        + (
+            "'[redacted]'"
+            if field.metadata.get("messagebus_sensitive")
+            else _python_repr(getattr(self, field.name))
+        )
+        for field in fields
+        if field.repr
     )
-    return f"{type(self).__qualname__}({shown})"
+    return f"{_shown_name(type(self))}({shown})"
 
 
 def _generated_by_attrs(method: object) -> bool:

@@ -279,8 +279,10 @@ def sensitive(**field_options: Any) -> Any:
     """An attrs field whose value logs never show: ``card: str = sensitive()``.
 
     It takes the options of ``attrs.field`` (``default=...``, ...). The field
-    is serialised as usual (a stored or sent message keeps it); only log
-    lines redact it. Equivalent to ``attrs.field(metadata={"messagebus_sensitive": True})``.
+    is serialised as usual (a stored or sent message keeps it); log lines and
+    the message's repr show ``'[redacted]'`` instead (so a repr with one does
+    not re-create the message exactly). Equivalent to
+    ``attrs.field(metadata={"messagebus_sensitive": True})``.
     """
     metadata = dict(field_options.pop("metadata", None) or {})
     metadata[_SENSITIVE] = True

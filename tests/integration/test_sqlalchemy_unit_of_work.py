@@ -624,8 +624,10 @@ def test_the_subpackage_exports_the_unit_of_work_and_the_repository() -> None:
     assert [
         "AsyncSqlAlchemyRepository",
         "AsyncSqlAlchemyUnitOfWork",
+        "SqlAlchemyDeadLetterStore",
         "SqlAlchemyRepository",
         "SqlAlchemyUnitOfWork",
+        "dead_letter_table",
     ] == messagebus.sqlalchemy.__all__
 
 

@@ -13,7 +13,15 @@ from uuid import UUID
 import attrs
 import pytest
 
-from messagebus import Command, Event, Message, Metadata, message_name, message_version
+from messagebus import (
+    Command,
+    Event,
+    Message,
+    Metadata,
+    message_name,
+    message_version,
+    sensitive,
+)
 from messagebus.messages import new_message_id
 
 UTC = datetime.timezone.utc
@@ -361,3 +369,12 @@ def test_message_ids_differ_between_a_forked_child_and_its_parent() -> None:
     assert 0 == os.waitstatus_to_exitcode(wait_status)
     assert 4 == child_id.version
     assert parent_id != child_id
+
+
+def test_a_sensitive_field_never_shows_in_clear_in_a_repr() -> None:
+    @attrs.frozen
+    class Pay(Command[None]):
+        amount: int
+        card: str = sensitive()
+
+    assert "Pay(amount=3, card='[redacted]')" == repr(Pay(3, "4111-1111-1111-1111"))

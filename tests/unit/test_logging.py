@@ -1,0 +1,285 @@
+"""messagebus.logging (DESIGN.md §6): JSON lines in production, a console in development,
+structlog and the standard library's logging in one format."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import structlog
+
+from messagebus import Command, Context, Event, MessageBus, Registry, sensitive
+from messagebus.logging import configure_logging, reset_logging
+
+CARD = "4111-1111-1111-1111"
+
+
+@attrs.frozen
+class Pay(Command[None]):
+    order: str
+    amount: int
+    card: str = sensitive()
+
+
+@attrs.frozen
+class Paid(Event):
+    order: str
+
+
+class Declined(Exception):
+    pass
+
+
+def make_bus() -> MessageBus:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def pay(command: Pay, context: Context) -> None:
+        if command.amount < 0:
+            raise Declined(f"amount {command.amount}")
+        context.emit(Paid(command.order))
+
+    @registry.register(uow=False)
+    def receipt(event: Paid) -> None:
+        pass
+
+    return MessageBus(registry)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Each test configures logging its own way; the next one finds it as it was."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    structlog.configure(**config)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_lines_hold_one_object_per_attempt_with_every_field() -> None:
+    out = io.StringIO()
+    configure_logging(json=True, stream=out, cache_loggers=False)
+
+    make_bus().handle(Pay("o1", 3, CARD))
+
+    command, event = json_lines(out.getvalue())
+    assert {
+        "event": "message_handled",
+        "level": "info",
+        "logger": "messagebus",
+        "message_name": "Pay",
+        "message_kind": "command",
+        "causation_id": None,
+        "handler": f"{__name__}.make_bus.<locals>.pay",
+        "attempt": 1,
+        "outcome": "succeeded",
+        "payload": {"order": "o1", "amount": 3, "card": "[redacted]"},
+    }.items() <= command.items()
+    assert command["message_id"] == command["correlation_id"]
+    assert {"created_at", "duration_ms", "timestamp"} <= command.keys()
+    assert command["timestamp"].endswith("Z")
+    assert "Paid" == event["message_name"]
+    assert command["message_id"] == event["causation_id"]
+
+
+def test_sensitive_fields_are_never_written_in_clear_even_with_a_traceback() -> None:
+    out = io.StringIO()
+    configure_logging(json=True, stream=out, cache_loggers=False)
+
+    with pytest.raises(Declined):
+        make_bus().handle(Pay("o1", -1, CARD))
+
+    (failed,) = json_lines(out.getvalue())
+    assert "message_failed" == failed["event"]
+    assert "error" == failed["level"]
+    assert "Declined: amount -1" == failed["error"]
+    assert "Traceback (most recent call last)" in failed["exception"]
+    assert CARD not in out.getvalue()
+
+
+def test_the_console_is_readable_and_shows_no_sensitive_field_nor_locals() -> None:
+    out = io.StringIO()
+    configure_logging(json=False, stream=out, cache_loggers=False)
+
+    make_bus().handle(Pay("o1", 3, CARD))
+    with pytest.raises(Declined):
+        make_bus().handle(Pay("o2", -1, CARD))
+
+    text = out.getvalue()
+    first = text.splitlines()[0]
+    assert "message_handled" in first
+    assert "message_name=Pay" in first
+    assert not first.lstrip().startswith("{")
+    assert "Declined: amount -1" in text
+    assert CARD not in text
+
+
+def test_by_default_a_terminal_gets_the_console_and_anything_else_json() -> None:
+    terminal, pipe = Terminal(), io.StringIO()
+
+    configure_logging(stream=terminal, cache_loggers=False)
+    structlog.get_logger("app").info("started", port=80)
+    configure_logging(stream=pipe, cache_loggers=False)
+    structlog.get_logger("app").info("started", port=80)
+
+    assert "started" in terminal.getvalue()
+    assert not terminal.getvalue().lstrip().startswith("{")
+    assert "\x1b[" in terminal.getvalue()  # colours, for a terminal
+    assert {"event": "started", "port": 80}.items() <= json.loads(pipe.getvalue()).items()
+
+
+def test_standard_library_records_come_out_in_the_same_format() -> None:
+    out = io.StringIO()
+    configure_logging(json=True, stream=out, cache_loggers=False)
+
+    logging.getLogger("sqlalchemy.engine").warning("slow query: %s ms", 250)
+
+    (record,) = json_lines(out.getvalue())
+    assert {
+        "event": "slow query: 250 ms",
+        "level": "warning",
+        "logger": "sqlalchemy.engine",
+    }.items() <= record.items()
+    assert "timestamp" in record
+
+
+def test_the_level_filters_structlog_events_and_records_alike() -> None:
+    out = io.StringIO()
+    configure_logging(json=True, stream=out, level="WARNING", cache_loggers=False)
+
+    make_bus().handle(Pay("o1", 3, CARD))  # successes are logged at INFO
+    logging.getLogger("other").info("not shown")
+    with pytest.raises(Declined):
+        make_bus().handle(Pay("o2", -1, CARD))
+
+    assert ["message_failed"] == [line["event"] for line in json_lines(out.getvalue())]
+
+
+def test_context_bound_with_contextvars_is_on_every_line() -> None:
+    out = io.StringIO()
+    configure_logging(json=True, stream=out, cache_loggers=False)
+
+    with structlog.contextvars.bound_contextvars(request_id="r-1"):
+        make_bus().handle(Pay("o1", 3, CARD))
+
+    assert ["r-1", "r-1"] == [line.get("request_id") for line in json_lines(out.getvalue())]
+
+
+def test_extra_processors_run_before_rendering() -> None:
+    out = io.StringIO()
+
+    def add_service(logger: object, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["service"] = "payments"
+        return event
+
+    configure_logging(json=True, stream=out, processors=[add_service], cache_loggers=False)
+    structlog.get_logger().info("started")
+    logging.getLogger("other").info("also")
+
+    assert ["payments", "payments"] == [line["service"] for line in json_lines(out.getvalue())]
+
+
+def test_a_path_is_appended_to_in_utf8(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text('{"event": "before"}\n', encoding="utf-8")
+
+    handler = configure_logging(json=True, path=log, cache_loggers=False)
+    structlog.get_logger().info("café")
+    handler.flush()
+
+    lines = json_lines(log.read_text(encoding="utf-8"))
+    assert ["before", "café"] == [line["event"] for line in lines]
+
+
+def test_a_second_call_replaces_its_handler_and_leaves_the_others() -> None:
+    root = logging.getLogger()
+    theirs = logging.NullHandler()
+    root.addHandler(theirs)
+    first, second = io.StringIO(), io.StringIO()
+
+    old = configure_logging(json=True, stream=first, cache_loggers=False)
+    new = configure_logging(json=True, stream=second, cache_loggers=False)
+    structlog.get_logger().info("once")
+
+    assert old not in root.handlers
+    assert new in root.handlers
+    assert theirs in root.handlers
+    assert "" == first.getvalue()
+    assert 1 == len(second.getvalue().splitlines())
+    root.removeHandler(theirs)
+
+
+def test_reset_logging_undoes_configure_logging() -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.ERROR)
+    first = configure_logging(json=True, stream=io.StringIO(), level="DEBUG", cache_loggers=False)
+    second = configure_logging(json=True, stream=io.StringIO(), level="INFO", cache_loggers=False)
+
+    reset_logging()
+
+    assert first not in root.handlers
+    assert second not in root.handlers
+    assert logging.ERROR == root.level  # as it was before the first call
+    assert not structlog.is_configured()
+    reset_logging()  # nothing left to undo
+    assert logging.ERROR == root.level
+
+
+def test_a_stream_and_a_path_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="stream or a path"):
+        configure_logging(stream=io.StringIO(), path=tmp_path / "app.log")
+
+
+def test_the_bus_asks_the_standard_library_whether_info_is_enabled() -> None:
+    # The bus skips timing and logging successes when INFO is off; with the
+    # standard library behind structlog, the answer follows the logger's level.
+    out = io.StringIO()
+    configure_logging(json=True, stream=out, cache_loggers=False)
+    bus = make_bus()
+
+    logging.getLogger().setLevel(logging.WARNING)
+    bus.handle(Pay("o1", 3, CARD))
+    logging.getLogger().setLevel(logging.INFO)
+    bus.handle(Pay("o2", 3, CARD))
+
+    assert ["o2", "o2"] == [line["payload"]["order"] for line in json_lines(out.getvalue())]
+
+
+def test_a_json_log_is_what_replay_reads(tmp_path: Path) -> None:
+    from messagebus.replay import replay
+
+    log = tmp_path / "app.log"
+    handler = configure_logging(json=True, path=log, cache_loggers=False)
+    bus = make_bus()
+    bus.handle(Pay("o1", 3, "not sensitive here"))
+    logging.getLogger("waitress").info("serving on port 8080")
+    with pytest.raises(Declined):
+        bus.handle(Pay("o2", -1, CARD))
+    handler.flush()
+
+    report = replay(log, make_bus(), dry_run=True, include_events=True)
+
+    assert [Paid("o1")] == [replayed.message for replayed in report.messages]
+    # Pay's card is redacted in the log: no Pay can be replayed from it.
+    assert [(1, "redacted"), (4, "redacted")] == [(p.line, p.kind) for p in report.problems]
+    assert {"not_a_record": 1} == report.skipped_by_reason
