@@ -108,6 +108,15 @@ class AsyncMessageBus(BusCore):
                     "`await asyncio.to_thread(...)`), or use MessageBus"
                 )
             plan.run = self._make_run(plan)  # type: ignore[assignment]
+            plan.attempt = make_attempt(plan)  # type: ignore[assignment]
+            plan.bare = (
+                self._gate is False
+                and plan.uow_factory is None
+                and not plan.plan.per_attempt
+                and not uses_clock(plan.policy.stop)
+                and not self._listeners
+            )
+        self._bare_events = {t: all(p.bare for p in ps) for t, ps in self._events.items()}
 
     @overload
     async def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
@@ -121,6 +130,21 @@ class AsyncMessageBus(BusCore):
         As :meth:`MessageBus.handle`, awaited.
         """
         plan = self._commands.get(message.__class__)
+        if metadata is None:
+            # Handlers that need nothing per attempt and raise no events are
+            # awaited directly; an envelope is made only when one fails.
+            if plan is not None and plan.bare:
+                try:
+                    return await plan.call(message)
+                except Exception as exc:
+                    error = exc
+                failed: Envelope = [message, None, None, next_sequence(), now()]
+                outcome = await retry_after(plan, plan.attempt, failed, error, None, None, self)  # type: ignore[arg-type]
+                return outcome[0]
+            if plan is None and self._bare_events.get(message.__class__):
+                for event_plan in self._events[message.__class__]:
+                    await self._call_bare(event_plan, message)
+                return None
         envelope: Envelope = [message, None, metadata, next_sequence(), now()]
         if plan is None:
             if isinstance(message, Event):
@@ -158,6 +182,20 @@ class AsyncMessageBus(BusCore):
             )
         return result
 
+    async def _call_bare(
+        self, plan: HandlerPlan, message: Message, envelope: Envelope | None = None
+    ) -> None:
+        """Await an event handler directly; retry it if it fails, isolated from the rest."""
+        try:
+            await plan.call(message)
+        except Exception as exc:
+            if envelope is None:
+                envelope = [message, None, None, next_sequence(), now()]
+            try:
+                await retry_after(plan, plan.attempt, envelope, exc, None, None, self)  # type: ignore[arg-type]
+            except Exception:  # logged (and stored) as given up; isolated here
+                return
+
     async def _give_up(
         self, plan: HandlerPlan, envelope: Envelope, attempts: int, error: BaseException
     ) -> None:
@@ -176,7 +214,11 @@ class AsyncMessageBus(BusCore):
             envelope = queue.popleft()
             if self._listeners:
                 self._notify(envelope)
-            for plan in self._events.get(envelope[MESSAGE].__class__, _NO_EVENTS):
+            message = envelope[MESSAGE]
+            for plan in self._events.get(message.__class__, _NO_EVENTS):
+                if plan.bare:
+                    await self._call_bare(plan, message, envelope)
+                    continue
                 try:
                     _, events = await plan.run(envelope)  # type: ignore[misc]
                 except Exception:  # logged as given up by run(); isolated here

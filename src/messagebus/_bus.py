@@ -86,6 +86,7 @@ class MessageBus(BusCore):
         self._sleep = sleep
         for plan in self._plans():
             plan.run = self._make_run(plan, self._gate)
+        self._bare_events = {t: all(p.bare for p in ps) for t, ps in self._events.items()}
 
     @overload
     def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
@@ -131,6 +132,15 @@ class MessageBus(BusCore):
         return result
 
     def _handle_other(self, message: Message, metadata: Metadata | None) -> None:
+        if metadata is None and self._bare_events.get(message.__class__):
+            # As for commands: handlers that need nothing per attempt and raise
+            # no events are called directly; an envelope is made only on failure.
+            for plan in self._events[message.__class__]:
+                try:
+                    plan.call(message)
+                except Exception as exc:
+                    self._bare_failed(plan, message, exc)
+            return
         if isinstance(message, Event):
             queue: deque[Envelope] = deque()
             self._dispatch_one(new_envelope(message, None, metadata), queue)
@@ -149,7 +159,14 @@ class MessageBus(BusCore):
     def _dispatch_one(self, envelope: Envelope, queue: deque[Envelope]) -> None:
         if self._listeners:
             self._notify(envelope)
-        for plan in self._events.get(envelope[MESSAGE].__class__, _NO_EVENTS):
+        message = envelope[MESSAGE]
+        for plan in self._events.get(message.__class__, _NO_EVENTS):
+            if plan.bare:
+                try:
+                    plan.call(message)
+                except Exception as exc:
+                    self._bare_failed(plan, message, exc, envelope)
+                continue
             try:
                 _, events = plan.run(envelope)
             except Exception:  # logged as given up by run(); isolated here
@@ -179,6 +196,21 @@ class MessageBus(BusCore):
         if events:
             self._dispatch(events, envelope)
         return result
+
+    def _bare_failed(
+        self,
+        plan: HandlerPlan,
+        message: Message,
+        error: Exception,
+        envelope: Envelope | None = None,
+    ) -> None:
+        """An event handler called directly failed: retry it, isolated from the rest."""
+        if envelope is None:
+            envelope = [message, None, None, next_sequence(), now()]
+        try:
+            retry_after(plan, plan.attempt, envelope, error, None, None, self)
+        except Exception:  # logged (and stored) as given up; isolated here
+            return
 
     def _give_up(
         self, plan: HandlerPlan, envelope: Envelope, attempts: int, error: BaseException

@@ -322,6 +322,31 @@ def _redact_nested(tp: Any, value: Any) -> Any:
 
 
 @functools.cache
+def _has_sensitive(cls: Any) -> bool:
+    """Whether a type has a sensitive field, itself or in an attrs class it holds."""
+    if not attrs.has(cls):
+        return False
+    hints = _field_types(cls)
+    for field in attrs.fields(cls):
+        if field.metadata.get(_SENSITIVE):
+            return True
+        for inner in _nested_types(hints.get(field.name)):
+            if inner is not cls and _has_sensitive(inner):
+                return True
+    return False
+
+
+def _nested_types(tp: Any) -> list[Any]:
+    if tp is None:
+        return []
+    args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+    found = [tp] if attrs.has(tp) else []
+    for arg in args:
+        found.extend(_nested_types(arg))
+    return found
+
+
+@functools.cache
 def _field_types(cls: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
@@ -397,7 +422,8 @@ class Serializer:
                 ``"[redacted]"``: for logs, which must never hold them in clear.
         """
         data = typing.cast(dict[str, Any], self._converter.unstructure(message))
-        return _redact(type(message), data) if redact else data
+        message_type: Any = type(message)
+        return _redact(message_type, data) if redact and _has_sensitive(message_type) else data
 
     def load_payload(self, name: str, payload: object, *, version: int | None = None) -> Message:
         """Construct the registered message called ``name`` from its fields.

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import attrs
 import pytest
+import structlog
 import tenacity
 
 from messagebus import (
@@ -398,3 +399,39 @@ def test_redelivery_runs_only_the_named_handler_and_stores_no_new_letter(h: Harn
     assert 1 == len(store.letters)
     with pytest.raises(DispatchError, match="nobody"):
         h.redeliver(message, handler="nobody")
+
+
+def test_handlers_that_need_nothing_per_attempt_keep_every_promise(h: Harness) -> None:
+    # No unit of work, no context, no metadata, no logs: the shortest path.
+    store = InMemoryDeadLetters()
+    calls: list[str] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate) -> str:
+        calls.append("allocate")
+        if calls.count("allocate") == 1:
+            raise TimeoutError("busy")
+        return "ok"
+
+    @h.register(uow=False)
+    def broken(event: Allocated) -> None:
+        calls.append("broken")
+        raise ValueError("bug")
+
+    @h.register(uow=False)
+    def flaky(event: Allocated) -> None:
+        calls.append("flaky")
+        if calls.count("flaky") == 1:
+            raise ConnectionError("reset")
+
+    quiet = structlog.wrap_logger(
+        structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(40)
+    )
+    h.build(dead_letters=store, logger=quiet, uow=None)
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    h.handle(Allocated("lamp"))
+
+    assert ["allocate", "allocate", "broken", "flaky", "flaky"] == calls
+    assert [("Allocated", 1)] == [(d.message_name, d.attempts) for d in store.letters]
+    assert 2 == len(h.waits)
