@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import builtins
-import copy
 from collections.abc import Hashable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,15 +13,14 @@ from sqlalchemy.sql import Select
 
 from messagebus.unit_of_work import AbstractAsyncUnitOfWork
 
-from ._repository import SqlAlchemyRepository
+from ._repository import SqlAlchemyRepository, _Bound
 
 __all__ = ["AsyncSqlAlchemyRepository"]
 
 A = TypeVar("A")
-R = TypeVar("R", bound="AsyncSqlAlchemyRepository[Any]")
 
 
-class AsyncSqlAlchemyRepository(Generic[A]):
+class AsyncSqlAlchemyRepository(_Bound[A, AsyncSession, AbstractAsyncUnitOfWork]):
     """:class:`~messagebus.sqlalchemy.SqlAlchemyRepository` for an ``AsyncSession``.
 
     Declare it once per aggregate type and give it to
@@ -75,47 +73,7 @@ class AsyncSqlAlchemyRepository(Generic[A]):
         self._session: AsyncSession | None = None
         self._uow: AbstractAsyncUnitOfWork | None = None
 
-    def __repr__(self) -> str:
-        bound = "bound" if self._session is not None else "unbound"
-        return f"<{type(self).__qualname__}({self.model.__qualname__}, key={self.key!r}) {bound}>"
-
-    def bind(self: R, session: AsyncSession, uow: AbstractAsyncUnitOfWork) -> R:
-        """A copy of this repository that works in ``session`` and tracks into ``uow``.
-
-        :class:`~messagebus.sqlalchemy.AsyncSqlAlchemyUnitOfWork` calls it; the
-        declaration itself is never changed, so one declaration serves every
-        unit of work and every task.
-        """
-        bound = copy.copy(self)
-        bound._session = session
-        bound._uow = uow
-        return bound
-
-    @property
-    def session(self) -> AsyncSession:
-        """The session of the unit of work this repository is bound to."""
-        session = self._session
-        if session is None:
-            raise RuntimeError(
-                f"{self!r} is not bound to a unit of work: use it as an attribute of an "
-                "AsyncSqlAlchemyUnitOfWork (uow.products), not directly"
-            )
-        return session
-
-    def _track(self, aggregate: A) -> A:
-        uow = self._uow
-        assert uow is not None  # bound together with the session
-        return uow.track(aggregate)
-
-    def add(self, aggregate: A) -> None:
-        """Add a new aggregate; it is inserted when the unit of work commits."""
-        if not isinstance(aggregate, self.model):
-            raise TypeError(
-                f"this repository holds {self.model.__qualname__} aggregates, "
-                f"not {type(aggregate).__qualname__}"
-            )
-        self.session.add(aggregate)
-        self._track(aggregate)
+    _bound_by = "an AsyncSqlAlchemyUnitOfWork"
 
     async def get(self, key: Hashable) -> A | None:
         """The aggregate whose key attribute equals ``key``, or None."""

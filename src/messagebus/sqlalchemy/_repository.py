@@ -17,10 +17,65 @@ from messagebus.unit_of_work import AbstractUnitOfWork
 __all__ = ["SqlAlchemyRepository"]
 
 A = TypeVar("A")
-R = TypeVar("R", bound="SqlAlchemyRepository[Any]")
+S = TypeVar("S")
+U = TypeVar("U")
+B = TypeVar("B", bound="_Bound[Any, Any, Any]")
 
 
-class SqlAlchemyRepository(Generic[A]):
+class _Bound(Generic[A, S, U]):
+    """What a repository does once bound to a unit of work's session: shared by
+    the sync and the async repository, which differ only in what they await."""
+
+    model: type[A]
+    key: str
+    _session: S | None
+    _uow: U | None
+    #: How errors name the unit of work that binds it.
+    _bound_by = "a SqlAlchemyUnitOfWork"
+
+    def __repr__(self) -> str:
+        bound = "bound" if self._session is not None else "unbound"
+        return f"<{type(self).__qualname__}({self.model.__qualname__}, key={self.key!r}) {bound}>"
+
+    def bind(self: B, session: S, uow: U) -> B:
+        """A copy of this repository that works in ``session`` and tracks into ``uow``.
+
+        The unit of work calls it; the declaration itself is never changed, so
+        one declaration serves every unit of work, thread and task.
+        """
+        bound = copy.copy(self)
+        bound._session = session
+        bound._uow = uow
+        return bound
+
+    @property
+    def session(self) -> S:
+        """The session of the unit of work this repository is bound to."""
+        session = self._session
+        if session is None:
+            raise RuntimeError(
+                f"{self!r} is not bound to a unit of work: use it as an attribute of "
+                f"{self._bound_by} (uow.products), not directly"
+            )
+        return session
+
+    def _track(self, aggregate: A) -> A:
+        uow = self._uow
+        assert uow is not None  # bound together with the session
+        return uow.track(aggregate)  # type: ignore[attr-defined, no-any-return]
+
+    def add(self, aggregate: A) -> None:
+        """Add a new aggregate; it is inserted when the unit of work commits."""
+        if not isinstance(aggregate, self.model):
+            raise TypeError(
+                f"this repository holds {self.model.__qualname__} aggregates, "
+                f"not {type(aggregate).__qualname__}"
+            )
+        self.session.add(aggregate)  # type: ignore[attr-defined]
+        self._track(aggregate)
+
+
+class SqlAlchemyRepository(_Bound[A, Session, AbstractUnitOfWork]):
     """The aggregates of one mapped class, found by a unique key attribute.
 
     Declare it once per aggregate type and give it to
@@ -79,48 +134,6 @@ class SqlAlchemyRepository(Generic[A]):
         )
         self._session: Session | None = None
         self._uow: AbstractUnitOfWork | None = None
-
-    def __repr__(self) -> str:
-        bound = "bound" if self._session is not None else "unbound"
-        return f"<{type(self).__qualname__}({self.model.__qualname__}, key={self.key!r}) {bound}>"
-
-    def bind(self: R, session: Session, uow: AbstractUnitOfWork) -> R:
-        """A copy of this repository that works in ``session`` and tracks into ``uow``.
-
-        :class:`~messagebus.sqlalchemy.SqlAlchemyUnitOfWork` calls it; the
-        declaration itself is never changed, so one declaration serves every
-        unit of work and every thread.
-        """
-        bound = copy.copy(self)
-        bound._session = session
-        bound._uow = uow
-        return bound
-
-    @property
-    def session(self) -> Session:
-        """The session of the unit of work this repository is bound to."""
-        session = self._session
-        if session is None:
-            raise RuntimeError(
-                f"{self!r} is not bound to a unit of work: use it as an attribute of a "
-                "SqlAlchemyUnitOfWork (uow.products), not directly"
-            )
-        return session
-
-    def _track(self, aggregate: A) -> A:
-        uow = self._uow
-        assert uow is not None  # bound together with the session
-        return uow.track(aggregate)
-
-    def add(self, aggregate: A) -> None:
-        """Add a new aggregate; it is inserted when the unit of work commits."""
-        if not isinstance(aggregate, self.model):
-            raise TypeError(
-                f"this repository holds {self.model.__qualname__} aggregates, "
-                f"not {type(aggregate).__qualname__}"
-            )
-        self.session.add(aggregate)
-        self._track(aggregate)
 
     def get(self, key: Hashable) -> A | None:
         """The aggregate whose key attribute equals ``key``, or None."""
