@@ -14,7 +14,7 @@ from messagebus.exceptions import ConfigurationError
 from messagebus.unit_of_work import AbstractAsyncUnitOfWork
 
 from ._async_repository import AsyncSqlAlchemyRepository
-from ._unit_of_work import _INFO_KEY, _listen_for_flushes
+from ._unit_of_work import _INFO_KEY, _listen_for_flushes, check_repositories
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
 
@@ -76,15 +76,9 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
         **repositories: AsyncSqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
-        for name, repository in repositories.items():
-            if not isinstance(repository, AsyncSqlAlchemyRepository):
-                raise ConfigurationError(
-                    f"repository {name!r} must be an AsyncSqlAlchemyRepository, not {repository!r}"
-                )
-            if name.startswith("_") or hasattr(type(self), name) or name == "session":
-                raise ConfigurationError(
-                    f"{name!r} cannot name a repository: AsyncSqlAlchemyUnitOfWork uses that name"
-                )
+        check_repositories(
+            self, "AsyncSqlAlchemyUnitOfWork", AsyncSqlAlchemyRepository, repositories
+        )
         session = session_factory()
         if not isinstance(session, AsyncSession):
             raise ConfigurationError(

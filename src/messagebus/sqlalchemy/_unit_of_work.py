@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +21,22 @@ __all__ = ["SqlAlchemyUnitOfWork"]
 
 #: Where a session made by a unit of work keeps a reference to it.
 _INFO_KEY = "messagebus.unit_of_work"
+
+
+def check_repositories(
+    uow: object, uow_name: str, expected: type, repositories: Mapping[str, object]
+) -> None:
+    """Refuse what is not a repository of the right kind, or a name the unit of work uses."""
+    for name, repository in repositories.items():
+        if not isinstance(repository, expected):
+            article = "an" if expected.__name__[0] in "AEIOU" else "a"
+            raise ConfigurationError(
+                f"repository {name!r} must be {article} {expected.__name__}, not {repository!r}"
+            )
+        if name.startswith("_") or hasattr(type(uow), name) or name == "session":
+            raise ConfigurationError(
+                f"{name!r} cannot name a repository: {uow_name} uses that name"
+            )
 
 
 class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
@@ -78,15 +94,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         **repositories: SqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
-        for name, repository in repositories.items():
-            if not isinstance(repository, SqlAlchemyRepository):
-                raise ConfigurationError(
-                    f"repository {name!r} must be a SqlAlchemyRepository, not {repository!r}"
-                )
-            if name.startswith("_") or hasattr(type(self), name) or name == "session":
-                raise ConfigurationError(
-                    f"{name!r} cannot name a repository: SqlAlchemyUnitOfWork uses that name"
-                )
+        check_repositories(self, "SqlAlchemyUnitOfWork", SqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, Session):
             raise ConfigurationError(
