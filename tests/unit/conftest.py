@@ -6,6 +6,8 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
+from ._buses import KINDS, Harness
+
 
 @pytest.fixture
 def logs() -> Iterator[list[EventDict]]:
@@ -21,3 +23,9 @@ def logs() -> Iterator[list[EventDict]]:
 def waits() -> list[float]:
     """The waits between retries, recorded instead of slept: ``sleep=waits.append``."""
     return []
+
+
+@pytest.fixture(params=KINDS)
+def h(request: pytest.FixtureRequest) -> Harness:
+    """A harness of each kind of bus: the test runs against both."""
+    return Harness(request.param)

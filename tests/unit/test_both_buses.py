@@ -1,15 +1,11 @@
 """The behaviour of DESIGN.md §3-5, run against both buses so they cannot drift apart.
 
-Each test is written once, with plain functions as handlers; for the async bus
-the harness turns them into ``async def`` wrappers with the same signature and
-uses the async fake unit of work.
+Each test is written once, with plain functions as handlers, and runs on a
+``Harness`` (``_buses.py``) of each kind: the ``h`` fixture.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -19,20 +15,18 @@ import structlog
 import tenacity
 
 from messagebus import (
-    AsyncMessageBus,
     Command,
     Context,
     DispatchError,
     Event,
-    MessageBus,
     Metadata,
     NoHandlerError,
     NotAMessageError,
-    Registry,
     RetryPolicy,
 )
 from messagebus.observe import InMemoryDeadLetters
-from messagebus.testing import FakeAsyncUnitOfWork, FakeUnitOfWork, InMemoryRepository
+
+from ._buses import Harness
 
 
 @attrs.frozen
@@ -56,73 +50,6 @@ class Product:
         self.sku = sku
         self.allocations = 0
         self.events: list[Event] = []
-
-
-class _AsyncUowWithPlainRepositories(FakeAsyncUnitOfWork):
-    """The async fake, with repositories a plain (wrapped) handler can call."""
-
-    def _present(self, view: Any) -> Any:
-        return view
-
-
-class Harness:
-    """One bus of either kind, driven through a synchronous interface."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.registry = Registry()
-        self.products: InMemoryRepository[Product] = InMemoryRepository(key=lambda p: p.sku)
-        self.uows: list[Any] = []
-        self.waits: list[float] = []
-        self.bus: Any = None
-
-    def register(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-        def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
-            target = handler
-            if self.kind == "async":
-
-                @functools.wraps(handler)
-                async def target(*args: Any, **kwargs: Any) -> Any:
-                    return handler(*args, **kwargs)
-
-            self.registry.register(target, **options)
-            return handler
-
-        return decorate if fn is None else decorate(fn)
-
-    def uow(self) -> Any:
-        uow_type = _AsyncUowWithPlainRepositories if self.kind == "async" else FakeUnitOfWork
-        uow = uow_type(products=self.products)
-        self.uows.append(uow)
-        return uow
-
-    def build(self, **options: Any) -> None:
-        options.setdefault("uow", self.uow)
-        if self.kind == "async":
-
-            async def sleep(seconds: float) -> None:
-                self.waits.append(seconds)
-
-            self.bus = AsyncMessageBus(self.registry, sleep=sleep, **options)
-        else:
-            self.bus = MessageBus(self.registry, sleep=self.waits.append, **options)
-
-    def handle(self, message: Any, **options: Any) -> Any:
-        return self._call("handle", message, **options)
-
-    def redeliver(self, message: Any, **options: Any) -> Any:
-        return self._call("redeliver", message, **options)
-
-    def _call(self, method: str, *args: Any, **options: Any) -> Any:
-        if self.bus is None:
-            self.build()
-        result = getattr(self.bus, method)(*args, **options)
-        return asyncio.run(result) if self.kind == "async" else result
-
-
-@pytest.fixture(params=["sync", "async"])
-def h(request: pytest.FixtureRequest) -> Harness:
-    return Harness(request.param)
 
 
 def test_the_command_handlers_result_is_returned(h: Harness) -> None:

@@ -1,4 +1,7 @@
-"""Dispatch (DESIGN.md §3): commands, events, their order, failures, metadata and logs."""
+"""Dispatch (DESIGN.md §3): commands, events, their order, failures, metadata and logs.
+
+Every test but the one about threads runs against both buses (the ``h`` fixture).
+"""
 
 import logging
 import threading
@@ -21,6 +24,8 @@ from messagebus import (
     Serializer,
 )
 from messagebus.testing import FakeUnitOfWork
+
+from ._buses import Harness
 
 
 @attrs.frozen
@@ -49,70 +54,73 @@ def named(logs: list[EventDict], event: str) -> list[EventDict]:
 # -- commands -----------------------------------------------------------------------
 
 
-def test_command_handlers_return_value_is_what_handle_returns() -> None:
-    registry = Registry()
-
-    @registry.register
+def test_command_handlers_return_value_is_what_handle_returns(h: Harness) -> None:
+    @h.register
     def allocate(cmd: Allocate) -> str:
         return f"batch-for-{cmd.orderid}"
 
-    assert "batch-for-o1" == MessageBus(registry).handle(Allocate("o1"))
+    h.build(uow=None)
+
+    assert "batch-for-o1" == h.handle(Allocate("o1"))
 
 
-def test_command_handlers_return_value_is_returned_when_it_runs_in_a_unit_of_work() -> None:
-    registry = Registry()
-
-    @registry.register
-    def allocate(cmd: Allocate, uow: FakeUnitOfWork, context: Context) -> str:
+def test_command_handlers_return_value_is_returned_when_it_runs_in_a_unit_of_work(
+    h: Harness,
+) -> None:
+    @h.register
+    def allocate(cmd: Allocate, uow: typing.Any, context: Context) -> str:
         context.emit(Allocated(cmd.orderid))
         return f"batch-for-{cmd.orderid}"
 
-    assert "batch-for-o1" == MessageBus(registry, uow=FakeUnitOfWork).handle(Allocate("o1"))
+    h.build(uow=h.uow)
+
+    assert "batch-for-o1" == h.handle(Allocate("o1"))
 
 
 def test_command_failure_reaches_the_caller_as_the_handlers_own_exception_after_retries(
-    waits: list[float],
+    h: Harness,
 ) -> None:
-    registry = Registry()
     errors = [TimeoutError("first"), TimeoutError("second"), TimeoutError("third")]
     attempts: list[int] = []
 
-    @registry.register
+    @h.register
     def allocate(cmd: Allocate) -> str:
         attempts.append(len(attempts) + 1)
         raise errors[len(attempts) - 1]
 
+    h.build(uow=None)
     with pytest.raises(TimeoutError) as caught:
-        MessageBus(registry, sleep=waits.append).handle(Allocate("o1"))
+        h.handle(Allocate("o1"))
 
     assert errors[-1] is caught.value
     assert [1, 2, 3] == attempts
 
 
-def test_events_raised_by_a_failed_command_are_not_dispatched() -> None:
-    registry = Registry()
+def test_events_raised_by_a_failed_command_are_not_dispatched(h: Harness) -> None:
     handled: list[Event] = []
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         context.emit(Allocated(cmd.orderid))
         raise ValueError("out of stock")
 
-    @registry.register
+    @h.register
     def record(event: Allocated) -> None:
         handled.append(event)
 
+    h.build(uow=None)
     with pytest.raises(ValueError, match="out of stock"):
-        MessageBus(registry).handle(Allocate("o1"))
+        h.handle(Allocate("o1"))
 
     assert [] == handled
 
 
-def test_command_without_a_handler_is_refused() -> None:
+def test_command_without_a_handler_is_refused(h: Harness) -> None:
     command = Allocate("o1")
+    h.build(uow=None)
 
     with pytest.raises(NoHandlerError) as caught:
-        MessageBus(Registry()).handle(command)
+        h.handle(command)
 
     assert command is caught.value.message
     assert repr(command) in str(caught.value)
@@ -122,9 +130,11 @@ def test_command_without_a_handler_is_refused() -> None:
     "value",
     [pytest.param("Allocate o1", id="str"), pytest.param(Allocate, id="class"), 42],
 )
-def test_what_is_not_a_message_is_refused_naming_it(value: object) -> None:
+def test_what_is_not_a_message_is_refused_naming_it(h: Harness, value: object) -> None:
+    h.build(uow=None)
+
     with pytest.raises(NotAMessageError) as caught:
-        MessageBus(Registry()).handle(value)  # type: ignore[call-overload]
+        h.handle(value)
 
     assert value is caught.value.value
     assert repr(value) in str(caught.value)
@@ -133,99 +143,99 @@ def test_what_is_not_a_message_is_refused_naming_it(value: object) -> None:
 # -- events -----------------------------------------------------------------------
 
 
-def test_event_given_to_handle_goes_to_each_of_its_handlers() -> None:
-    registry = Registry()
+def test_event_given_to_handle_goes_to_each_of_its_handlers(h: Harness) -> None:
     calls: list[tuple[str, Event]] = []
 
-    @registry.register
+    @h.register
     def record(event: Allocated) -> None:
         calls.append(("record", event))
 
-    @registry.register
+    @h.register
     def notify(event: Allocated) -> None:
         calls.append(("notify", event))
 
-    result = MessageBus(registry).handle(Allocated("o1"))  # type: ignore[func-returns-value]
+    h.build(uow=None)
+    result = h.handle(Allocated("o1"))
 
     assert None is result
     assert [("record", Allocated("o1")), ("notify", Allocated("o1"))] == calls
 
 
-def test_event_without_handlers_is_handled_without_error() -> None:
-    registry = Registry()
-
-    @registry.register(uow=False)
+def test_event_without_handlers_is_handled_without_error(h: Harness) -> None:
+    @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         context.emit(Allocated(cmd.orderid))
         return "done"
 
-    bus = MessageBus(registry)
+    h.build(uow=None)
 
-    assert "done" == bus.handle(Allocate("o1"))
-    assert None is bus.handle(Allocated("o2"))  # type: ignore[func-returns-value]
+    assert "done" == h.handle(Allocate("o1"))
+    assert None is h.handle(Allocated("o2"))
 
 
-def test_events_are_handled_breadth_first_in_the_order_raised_before_handle_returns() -> None:
-    registry = Registry()
+def test_events_are_handled_breadth_first_in_the_order_raised_before_handle_returns(
+    h: Harness,
+) -> None:
     follow_ups = {"E1": ["E3"], "E2": ["E4"]}
     handled: list[str] = []
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         context.emit(Happened("E1"))
         context.emit(Happened("E2"))
         return "done"
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def on_happened(event: Happened, context: Context) -> None:
         handled.append(event.name)
         for name in follow_ups.get(event.name, []):
             context.emit(Happened(name))
 
-    MessageBus(registry).handle(Allocate("o1"))
+    h.build(uow=None)
+    h.handle(Allocate("o1"))
 
     assert ["E1", "E2", "E3", "E4"] == handled
 
 
 def test_event_handler_failure_stops_neither_other_handlers_nor_later_events_nor_the_caller(
-    logs: list[EventDict],
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
     handled: list[tuple[str, str]] = []
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         context.emit(Happened("E1"))
         context.emit(Happened("E2"))
         return "done"
 
-    @registry.register
+    @h.register
     def fails_on_e1(event: Happened) -> None:
         if event.name == "E1":
             raise ValueError("mail server refused")
         handled.append(("fails_on_e1", event.name))
 
-    @registry.register
+    @h.register
     def record(event: Happened) -> None:
         handled.append(("record", event.name))
 
-    result = MessageBus(registry).handle(Allocate("o1"))
+    h.build(uow=None)
+    result = h.handle(Allocate("o1"))
 
     assert "done" == result
     assert [("record", "E1"), ("fails_on_e1", "E2"), ("record", "E2")] == handled
 
 
 def test_event_handler_failure_is_logged_with_the_message_the_handler_and_the_traceback(
-    logs: list[EventDict],
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
     error = ValueError("mail server refused")
 
-    @registry.register
+    @h.register
     def notify(event: Allocated) -> None:
         raise error
 
-    MessageBus(registry).handle(Allocated("o1"))
+    h.build(uow=None)
+    h.handle(Allocated("o1"))
 
     [failed] = named(logs, "message_failed")
     expected = {
@@ -245,55 +255,57 @@ def test_event_handler_failure_is_logged_with_the_message_the_handler_and_the_tr
 # -- metadata ---------------------------------------------------------------------
 
 
-def test_every_handler_of_a_message_sees_the_same_message_id() -> None:
-    registry = Registry()
+def test_every_handler_of_a_message_sees_the_same_message_id(h: Harness) -> None:
     seen: list[Metadata] = []
 
-    @registry.register
+    @h.register
     def record(event: Allocated, metadata: Metadata) -> None:
         seen.append(metadata)
 
-    @registry.register
+    @h.register
     def notify(event: Allocated, context: Context) -> None:
         seen.append(context.metadata)
 
-    MessageBus(registry).handle(Allocated("o1"))
+    h.build(uow=None)
+    h.handle(Allocated("o1"))
 
     assert 2 == len(seen)
     assert seen[0].message_id == seen[1].message_id
 
 
-def test_message_given_to_handle_starts_a_correlation_and_has_no_cause() -> None:
-    registry = Registry()
+def test_message_given_to_handle_starts_a_correlation_and_has_no_cause(h: Harness) -> None:
     seen: list[Metadata] = []
 
-    @registry.register
+    @h.register
     def allocate(cmd: Allocate, metadata: Metadata) -> str:
         seen.append(metadata)
         return "done"
 
-    MessageBus(registry).handle(Allocate("o1"))
+    h.build(uow=None)
+    h.handle(Allocate("o1"))
 
     [metadata] = seen
     assert (metadata.message_id, None) == (metadata.correlation_id, metadata.causation_id)
     assert metadata.created_at.utcoffset() is not None
 
 
-def test_raised_event_is_caused_by_the_command_and_shares_its_correlation_id() -> None:
-    registry = Registry()
+def test_raised_event_is_caused_by_the_command_and_shares_its_correlation_id(
+    h: Harness,
+) -> None:
     seen: dict[str, Metadata] = {}
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         seen["command"] = context.metadata
         context.emit(Allocated(cmd.orderid))
         return "done"
 
-    @registry.register
+    @h.register
     def record(event: Allocated, metadata: Metadata) -> None:
         seen["event"] = metadata
 
-    MessageBus(registry).handle(Allocate("o1"))
+    h.build(uow=None)
+    h.handle(Allocate("o1"))
 
     command, event = seen["command"], seen["event"]
     assert (command.message_id, command.correlation_id) == (
@@ -303,39 +315,39 @@ def test_raised_event_is_caused_by_the_command_and_shares_its_correlation_id() -
     assert command.message_id != event.message_id
 
 
-def test_every_retry_attempt_sees_the_same_message_id(waits: list[float]) -> None:
-    registry = Registry()
+def test_every_retry_attempt_sees_the_same_message_id(h: Harness) -> None:
     seen: list[Metadata] = []
 
-    @registry.register
+    @h.register
     def allocate(cmd: Allocate, metadata: Metadata) -> str:
         seen.append(metadata)
         if len(seen) < 3:
             raise TimeoutError("database busy")
         return "done"
 
-    MessageBus(registry, sleep=waits.append).handle(Allocate("o1"))
+    h.build(uow=None)
+    h.handle(Allocate("o1"))
 
     assert 3 == len(seen)
     assert {seen[0].message_id} == {metadata.message_id for metadata in seen}
 
 
-def test_metadata_given_to_handle_is_the_metadata_of_the_message() -> None:
-    registry = Registry()
+def test_metadata_given_to_handle_is_the_metadata_of_the_message(h: Harness) -> None:
     given = Metadata.new()
     seen: dict[str, Metadata] = {}
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate, metadata: Metadata, context: Context) -> str:
         seen["command"] = metadata
         context.emit(Allocated(cmd.orderid))
         return "done"
 
-    @registry.register
+    @h.register
     def record(event: Allocated, metadata: Metadata) -> None:
         seen["event"] = metadata
 
-    MessageBus(registry).handle(Allocate("o1"), metadata=given)
+    h.build(uow=None)
+    h.handle(Allocate("o1"), metadata=given)
 
     assert given == seen["command"]
     assert (given.message_id, given.correlation_id) == (
@@ -344,30 +356,29 @@ def test_metadata_given_to_handle_is_the_metadata_of_the_message() -> None:
     )
 
 
-def test_metadata_given_with_an_event_is_the_metadata_of_the_event() -> None:
-    registry = Registry()
+def test_metadata_given_with_an_event_is_the_metadata_of_the_event(h: Harness) -> None:
     given = Metadata.new()
     seen: list[Metadata] = []
 
-    @registry.register
+    @h.register
     def record(event: Allocated, metadata: Metadata) -> None:
         seen.append(metadata)
 
-    MessageBus(registry).handle(Allocated("o1"), metadata=given)
+    h.build(uow=None)
+    h.handle(Allocated("o1"), metadata=given)
 
     assert [given] == seen
 
 
-def test_emitting_what_is_not_an_event_is_refused() -> None:
-    registry = Registry()
-
-    @registry.register(uow=False)
+def test_emitting_what_is_not_an_event_is_refused(h: Harness) -> None:
+    @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         context.emit(Allocate("o2"))  # type: ignore[arg-type]
         return "done"
 
+    h.build(uow=None)
     with pytest.raises(NotAMessageError) as caught:
-        MessageBus(registry).handle(Allocate("o1"))
+        h.handle(Allocate("o1"))
 
     assert Allocate("o2") == caught.value.value
     assert "Context.emit()" in str(caught.value)
@@ -377,22 +388,22 @@ def test_emitting_what_is_not_an_event_is_refused() -> None:
 
 
 def test_an_attempt_logs_one_event_with_the_message_its_metadata_and_its_handler(
-    logs: list[EventDict],
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
     seen: list[Metadata] = []
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate, metadata: Metadata, context: Context) -> str:
         seen.append(metadata)
         context.emit(Allocated(cmd.orderid))
         return "done"
 
-    @registry.register
+    @h.register
     def record(event: Allocated, metadata: Metadata) -> None:
         seen.append(metadata)
 
-    MessageBus(registry).handle(Allocate("o1"))
+    h.build(uow=None)
+    h.handle(Allocate("o1"))
 
     command, event = seen
     expected = [
@@ -433,7 +444,7 @@ def filtered_at_warning() -> typing.Any:
 
 
 def test_successes_build_no_log_event_when_info_is_filtered_out(
-    logs: list[EventDict], monkeypatch: pytest.MonkeyPatch
+    h: Harness, logs: list[EventDict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dumped: list[object] = []
     dump_payload = Serializer.dump_payload
@@ -443,35 +454,33 @@ def test_successes_build_no_log_event_when_info_is_filtered_out(
         return dump_payload(self, message)
 
     monkeypatch.setattr(Serializer, "dump_payload", counting_dump_payload)
-    registry = Registry()
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate) -> str:
         return "done"
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def on_happened(event: Happened, context: Context) -> None:
         context.emit(Allocated(event.name))
 
-    @registry.register
-    def record(event: Allocated, uow: FakeUnitOfWork, metadata: Metadata) -> None:
+    @h.register
+    def record(event: Allocated, uow: typing.Any, metadata: Metadata) -> None:
         return None
 
-    bus = MessageBus(registry, uow=FakeUnitOfWork, logger=filtered_at_warning())
-    bus.handle(Allocate("o1"))
-    bus.handle(Happened("o2"))
+    h.build(uow=h.uow, logger=filtered_at_warning())
+    h.handle(Allocate("o1"))
+    h.handle(Happened("o2"))
 
     assert ([], []) == (dumped, logs)
 
 
-def test_failures_are_logged_when_info_is_filtered_out(logs: list[EventDict]) -> None:
-    registry = Registry()
-
-    @registry.register
+def test_failures_are_logged_when_info_is_filtered_out(h: Harness, logs: list[EventDict]) -> None:
+    @h.register
     def record(event: Allocated) -> None:
         raise ValueError("disk full")
 
-    MessageBus(registry, logger=filtered_at_warning()).handle(Allocated("o1"))
+    h.build(uow=None, logger=filtered_at_warning())
+    h.handle(Allocated("o1"))
 
     assert [("message_failed", {"orderid": "o1"})] == [
         (entry["event"], entry["payload"]) for entry in logs

@@ -1,4 +1,8 @@
-"""Retries (DESIGN.md §5): tenacity policies, what is transient, and waits that tests inject."""
+"""Retries (DESIGN.md §5): tenacity policies, what is transient, and waits that tests inject.
+
+Every test of a bus runs against both (the ``h`` fixture); the tests of
+``is_transient`` and ``retry_if_transient`` on their own involve no bus.
+"""
 
 import logging
 import time
@@ -15,14 +19,13 @@ from messagebus import (
     ConcurrencyError,
     Context,
     Event,
-    MessageBus,
-    Registry,
     RetryPolicy,
     Transient,
     is_transient,
     retry_if_transient,
 )
-from messagebus.testing import FakeUnitOfWork
+
+from ._buses import Harness
 
 
 @attrs.frozen
@@ -121,7 +124,7 @@ NOT_TRANSIENT: dict[str, typing.Callable[[], BaseException]] = {
 
 
 def failing_handler(
-    registry: Registry,
+    h: Harness,
     errors: typing.Callable[[], BaseException],
     *,
     failures: int = 1000,
@@ -130,7 +133,7 @@ def failing_handler(
     """Register a handler of Allocate that fails ``failures`` times; returns its attempts."""
     attempts: list[int] = []
 
-    @registry.register(retry=retry, uow=False)
+    @h.register(retry=retry, uow=False)
     def allocate(cmd: Allocate) -> str:
         attempts.append(len(attempts) + 1)
         if len(attempts) <= failures:
@@ -153,66 +156,62 @@ def no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 def test_default_policy_retries_a_transient_failure_and_gives_up_after_three_attempts(
-    error: typing.Callable[[], BaseException], waits: list[float], logs: list[EventDict]
+    h: Harness, error: typing.Callable[[], BaseException], logs: list[EventDict]
 ) -> None:
-    registry = Registry()
-    attempts = failing_handler(registry, error)
+    attempts = failing_handler(h, error)
+    h.build(uow=None)
 
     with pytest.raises(Exception) as caught:  # noqa: PT011 - checked just below
-        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert type(error()) is type(caught.value)
-    assert ([1, 2, 3], 2) == (attempts, len(waits))
+    assert ([1, 2, 3], 2) == (attempts, len(h.waits))
 
 
 @pytest.mark.parametrize("error", NOT_TRANSIENT.values(), ids=NOT_TRANSIENT.keys())
 def test_default_policy_gives_a_domain_error_exactly_one_attempt(
-    error: typing.Callable[[], BaseException], waits: list[float], logs: list[EventDict]
+    h: Harness, error: typing.Callable[[], BaseException], logs: list[EventDict]
 ) -> None:
-    registry = Registry()
-    attempts = failing_handler(registry, error)
+    attempts = failing_handler(h, error)
+    h.build(uow=None)
 
     with pytest.raises(Exception) as caught:  # noqa: PT011 - checked just below
-        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert type(error()) is type(caught.value)
-    assert ([1], []) == (attempts, waits)
+    assert ([1], []) == (attempts, h.waits)
 
 
-def test_transient_failure_that_clears_up_is_retried_until_it_succeeds(
-    waits: list[float],
-) -> None:
-    registry = Registry()
-    attempts = failing_handler(registry, TRANSIENT["TimeoutError"], failures=2)
+def test_transient_failure_that_clears_up_is_retried_until_it_succeeds(h: Harness) -> None:
+    attempts = failing_handler(h, TRANSIENT["TimeoutError"], failures=2)
+    h.build(uow=None)
 
-    result = MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+    result = h.handle(Allocate("lamp"))
 
     assert ("done", [1, 2, 3]) == (result, attempts)
 
 
-def test_default_policy_waits_about_50_ms_then_about_100_ms(waits: list[float]) -> None:
-    registry = Registry()
-    failing_handler(registry, TRANSIENT["TimeoutError"], failures=2)
+def test_default_policy_waits_about_50_ms_then_about_100_ms(h: Harness) -> None:
+    failing_handler(h, TRANSIENT["TimeoutError"], failures=2)
+    h.build(uow=None)
 
-    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+    h.handle(Allocate("lamp"))
 
-    first, second = waits
+    first, second = h.waits
     assert 0.05 <= first <= 0.1
     assert 0.1 <= second <= 0.15
 
 
-def test_event_handler_is_retried_like_a_command_handler(
-    waits: list[float], logs: list[EventDict]
-) -> None:
-    registry = Registry()
+def test_event_handler_is_retried_like_a_command_handler(h: Harness, logs: list[EventDict]) -> None:
     attempts: list[int] = []
 
-    @registry.register
+    @h.register
     def record(event: Allocated) -> None:
         attempts.append(len(attempts) + 1)
         raise TimeoutError("query timed out")
 
-    MessageBus(registry, sleep=waits.append).handle(Allocated("lamp"))
+    h.build(uow=None)
+    h.handle(Allocated("lamp"))
 
     assert [1, 2, 3] == attempts
     assert [("message_failed", 3)] == [
@@ -223,105 +222,101 @@ def test_event_handler_is_retried_like_a_command_handler(
 # -- policies ---------------------------------------------------------------------
 
 
-def test_handlers_own_policy_overrides_the_bus_default(waits: list[float]) -> None:
-    registry = Registry()
+def test_handlers_own_policy_overrides_the_bus_default(h: Harness) -> None:
     attempts = failing_handler(
-        registry,
+        h,
         TRANSIENT["TimeoutError"],
         failures=4,
         retry=RetryPolicy(stop=tenacity.stop_after_attempt(5)),
     )
+    h.build(uow=None, retry=RetryPolicy.no_retries())
 
-    result = MessageBus(registry, retry=RetryPolicy.no_retries(), sleep=waits.append).handle(
-        Allocate("lamp")
-    )
+    result = h.handle(Allocate("lamp"))
 
     assert ("done", [1, 2, 3, 4, 5]) == (result, attempts)
 
 
 def test_bus_default_policy_applies_to_handlers_without_their_own(
-    waits: list[float], logs: list[EventDict]
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
-    attempts = failing_handler(registry, TRANSIENT["TimeoutError"])
+    attempts = failing_handler(h, TRANSIENT["TimeoutError"])
+    h.build(uow=None, retry=RetryPolicy(stop=tenacity.stop_after_attempt(4)))
 
-    bus = MessageBus(
-        registry, retry=RetryPolicy(stop=tenacity.stop_after_attempt(4)), sleep=waits.append
-    )
     with pytest.raises(TimeoutError):
-        bus.handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert [1, 2, 3, 4] == attempts
 
 
 def test_no_retries_policy_makes_one_attempt_even_for_a_transient_failure(
-    waits: list[float], logs: list[EventDict]
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
-    attempts = failing_handler(registry, TRANSIENT["TimeoutError"], retry=RetryPolicy.no_retries())
+    attempts = failing_handler(h, TRANSIENT["TimeoutError"], retry=RetryPolicy.no_retries())
+    h.build(uow=None)
 
     with pytest.raises(TimeoutError):
-        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
-    assert ([1], []) == (attempts, waits)
+    assert ([1], []) == (attempts, h.waits)
 
 
 def test_any_tenacity_retry_strategy_decides_what_is_retried(
-    waits: list[float], logs: list[EventDict]
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    keys = Registry()
-    key_attempts = failing_handler(keys, lambda: KeyError("lamp"), failures=2)
-    timeouts = Registry()
-    timeout_attempts = failing_handler(timeouts, TRANSIENT["TimeoutError"])
     policy = RetryPolicy(retry=tenacity.retry_if_exception_type(KeyError))
+    keys = h
+    key_attempts = failing_handler(keys, lambda: KeyError("lamp"), failures=2)
+    timeouts = Harness(h.kind)
+    timeout_attempts = failing_handler(timeouts, TRANSIENT["TimeoutError"])
+    keys.build(uow=None, retry=policy)
+    timeouts.build(uow=None, retry=policy)
 
-    MessageBus(keys, retry=policy, sleep=waits.append).handle(Allocate("lamp"))
+    keys.handle(Allocate("lamp"))
     with pytest.raises(TimeoutError):
-        MessageBus(timeouts, retry=policy, sleep=waits.append).handle(Allocate("lamp"))
+        timeouts.handle(Allocate("lamp"))
 
     assert ([1, 2, 3], [1]) == (key_attempts, timeout_attempts)
 
 
-def test_any_tenacity_wait_strategy_gives_the_waits(waits: list[float]) -> None:
-    registry = Registry()
+def test_any_tenacity_wait_strategy_gives_the_waits(h: Harness) -> None:
     failing_handler(
-        registry,
+        h,
         TRANSIENT["TimeoutError"],
         failures=2,
         retry=RetryPolicy(wait=tenacity.wait_fixed(0.25)),
     )
+    h.build(uow=None)
 
-    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+    h.handle(Allocate("lamp"))
 
-    assert [0.25, 0.25] == waits
+    assert [0.25, 0.25] == h.waits
 
 
 def test_any_tenacity_stop_strategy_decides_when_to_give_up(
-    monkeypatch: pytest.MonkeyPatch, logs: list[EventDict]
+    h: Harness, monkeypatch: pytest.MonkeyPatch, logs: list[EventDict]
 ) -> None:
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    waits: list[float] = []
 
     def sleep(seconds: float) -> None:  # lets the fake clock run, instantly
-        waits.append(seconds)
+        h.waits.append(seconds)
         clock[0] += seconds
 
-    registry = Registry()
     attempts = failing_handler(
-        registry,
+        h,
         TRANSIENT["TimeoutError"],
         retry=RetryPolicy(
             stop=tenacity.stop_after_attempt(10) | tenacity.stop_after_delay(1.0),
             wait=tenacity.wait_fixed(0.3),
         ),
     )
+    h.build(uow=None, sleep=sleep)
 
     with pytest.raises(TimeoutError):
-        MessageBus(registry, sleep=sleep).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     # The fifth attempt fails 1.2 s after the first: over the 1 s budget.
-    assert ([1, 2, 3, 4, 5], [0.3] * 4) == (attempts, waits)
+    assert ([1, 2, 3, 4, 5], [0.3] * 4) == (attempts, h.waits)
 
 
 def filtered_at_warning() -> typing.Any:
@@ -335,24 +330,24 @@ def filtered_at_warning() -> typing.Any:
     [pytest.param(None, id="successes-logged"), pytest.param(filtered_at_warning(), id="quiet")],
 )
 def test_stop_after_delay_counts_the_time_of_the_first_attempt(
+    h: Harness,
     logger: typing.Any,
     monkeypatch: pytest.MonkeyPatch,
-    waits: list[float],
     logs: list[EventDict],
 ) -> None:
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    registry = Registry()
     attempts: list[int] = []
 
-    @registry.register(retry=RetryPolicy(stop=tenacity.stop_after_delay(5)), uow=False)
+    @h.register(retry=RetryPolicy(stop=tenacity.stop_after_delay(5)), uow=False)
     def allocate(cmd: Allocate) -> str:
         attempts.append(len(attempts) + 1)
         clock[0] += 10.0  # each attempt takes 10 s: the first is already over the budget
         raise TimeoutError("query timed out")
 
+    h.build(uow=None, logger=logger)
     with pytest.raises(TimeoutError):
-        MessageBus(registry, sleep=waits.append, logger=logger).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert [1] == attempts  # what tenacity.Retrying itself does with the same policy
 
@@ -361,17 +356,19 @@ def test_stop_after_delay_counts_the_time_of_the_first_attempt(
 
 
 @pytest.mark.usefixtures("no_real_sleep")
-def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep() -> None:
-    registry = Registry()
+def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep(
+    h: Harness,
+) -> None:
     failing_handler(
-        registry,
+        h,
         TRANSIENT["TimeoutError"],
         failures=2,
         retry=RetryPolicy(wait=tenacity.wait_fixed(2)),
     )
     slept: list[float] = []
+    h.build(uow=None, sleep=slept.append)
 
-    result = MessageBus(registry, sleep=slept.append).handle(Allocate("lamp"))
+    result = h.handle(Allocate("lamp"))
 
     assert ("done", [2.0, 2.0]) == (result, slept)
 
@@ -380,15 +377,13 @@ def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep() 
 
 
 def test_each_attempt_is_logged_a_retried_one_as_retrying(
-    waits: list[float], logs: list[EventDict]
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
-    failing_handler(
-        registry, TRANSIENT["TimeoutError"], retry=RetryPolicy(wait=tenacity.wait_fixed(0.25))
-    )
+    failing_handler(h, TRANSIENT["TimeoutError"], retry=RetryPolicy(wait=tenacity.wait_fixed(0.25)))
+    h.build(uow=None)
 
     with pytest.raises(TimeoutError):
-        MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert [
         ("message_attempt_failed", "warning", "retrying", 1, 0.25),
@@ -401,12 +396,12 @@ def test_each_attempt_is_logged_a_retried_one_as_retrying(
 
 
 def test_attempt_that_succeeds_after_a_retry_is_logged_with_its_number(
-    waits: list[float], logs: list[EventDict]
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
-    failing_handler(registry, TRANSIENT["TimeoutError"], failures=1)
+    failing_handler(h, TRANSIENT["TimeoutError"], failures=1)
+    h.build(uow=None)
 
-    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+    h.handle(Allocate("lamp"))
 
     assert [
         ("message_attempt_failed", "retrying", 1),
@@ -419,7 +414,7 @@ def test_attempt_that_succeeds_after_a_retry_is_logged_with_its_number(
 
 
 def test_success_path_creates_no_tenacity_objects(
-    monkeypatch: pytest.MonkeyPatch, waits: list[float]
+    h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[object] = []
     retrying_init = tenacity.Retrying.__init__
@@ -429,28 +424,27 @@ def test_success_path_creates_no_tenacity_objects(
         retrying_init(self, *args, **kwargs)
 
     monkeypatch.setattr(tenacity.Retrying, "__init__", counting_init)
-    registry = Registry()
     attempts: list[int] = []
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: FakeUnitOfWork, context: Context) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: typing.Any, context: Context) -> str:
         attempts.append(len(attempts) + 1)
         if cmd.sku == "flaky" and len(attempts) == 1:
             raise TimeoutError("query timed out")
         context.emit(Allocated(cmd.sku))
         return "done"
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def record(event: Allocated) -> None:
         return None
 
-    bus = MessageBus(registry, uow=FakeUnitOfWork, sleep=waits.append)
-    bus.handle(Allocate("lamp"))
-    bus.handle(Allocated("chair"))
+    h.build(uow=h.uow)
+    h.handle(Allocate("lamp"))
+    h.handle(Allocated("chair"))
 
     assert 0 == len(made)
     attempts.clear()
-    bus.handle(Allocate("flaky"))  # the counter does count, once there is a retry
+    h.handle(Allocate("flaky"))  # the counter does count, once there is a retry
     assert 1 == len(made)
 
 
@@ -492,18 +486,16 @@ def test_is_transient_finds_a_transient_error_behind_a_cycle() -> None:
     assert True is is_transient(first)
 
 
-def test_retry_if_transient_retries_further_types_it_is_given(
-    waits: list[float],
-) -> None:
-    registry = Registry()
+def test_retry_if_transient_retries_further_types_it_is_given(h: Harness) -> None:
     attempts = failing_handler(
-        registry,
+        h,
         lambda: KeyError("lamp"),
         failures=2,
         retry=RetryPolicy(retry=retry_if_transient(also=(KeyError,))),
     )
+    h.build(uow=None)
 
-    MessageBus(registry, sleep=waits.append).handle(Allocate("lamp"))
+    h.handle(Allocate("lamp"))
 
     assert [1, 2, 3] == attempts
 

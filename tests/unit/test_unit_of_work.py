@@ -1,11 +1,20 @@
-"""Unit of work (DESIGN.md §4): one per handler attempt, and events only after commit."""
+"""Unit of work (DESIGN.md §4): one per handler attempt, and events only after commit.
+
+Every test of a bus runs against both (the ``h`` fixture); the tests of
+``AbstractUnitOfWork`` on its own, at the end, involve no bus.
+"""
+
+import typing
 
 import attrs
 import pytest
 from structlog.typing import EventDict
 
-from messagebus import AbstractUnitOfWork, Command, Context, Event, MessageBus, Registry
-from messagebus.testing import FakeUnitOfWork, InMemoryRepository
+from messagebus import AbstractAsyncUnitOfWork, AbstractUnitOfWork, Command, Context, Event
+
+from ._buses import Harness
+
+A = typing.TypeVar("A")
 
 
 @attrs.frozen
@@ -34,28 +43,34 @@ class Journal:
     """A factory of units of work that writes down what happens to each one.
 
     Entries are ``(number of the unit of work, what happened)``; the units of
-    work are numbered from 1 in the order they are made.
+    work are numbered from 1 in the order they are made. They are of the kind
+    of the bus given (``"sync"`` or ``"async"``), and write down the same.
     """
 
     def __init__(
         self,
+        kind: str = "sync",
         *,
         commit_errors: list[Exception] | None = None,
         rollback_error: Exception | None = None,
         close_error: Exception | None = None,
     ) -> None:
+        self.kind = kind
         self.entries: list[tuple[int, str]] = []
-        self.made: list[JournalingUnitOfWork] = []
+        self.made: list[Journaling] = []
         self.commit_errors = commit_errors or []
         self.rollback_error = rollback_error
         self.close_error = close_error
 
-    def __call__(self) -> "JournalingUnitOfWork":
-        self.made.append(JournalingUnitOfWork(self, len(self.made) + 1))
+    def __call__(self) -> typing.Any:
+        uow_type = AsyncJournalingUnitOfWork if self.kind == "async" else JournalingUnitOfWork
+        self.made.append(uow_type(self, len(self.made) + 1))
         return self.made[-1]
 
 
-class JournalingUnitOfWork(AbstractUnitOfWork):
+class Journaling:
+    """What a journaling unit of work of either kind does, and writes down."""
+
     def __init__(self, journal: Journal, number: int) -> None:
         super().__init__()
         self.journal = journal
@@ -64,32 +79,57 @@ class JournalingUnitOfWork(AbstractUnitOfWork):
     def _note(self, what: str) -> None:
         self.journal.entries.append((self.number, what))
 
-    def _commit(self) -> None:
+    def _commit_now(self) -> None:
         self._note("commit")
         if self.journal.commit_errors:
             raise self.journal.commit_errors.pop(0)
 
-    def _rollback(self) -> None:
+    def _rollback_now(self) -> None:
         self._note("rollback")
         if self.journal.rollback_error is not None:
             raise self.journal.rollback_error
 
-    def close(self) -> None:
+    def _close_now(self) -> None:
         self._note("close")
         if self.journal.close_error is not None:
             raise self.journal.close_error
 
     def collect_new_events(self) -> list[Event]:
         self._note("collect")
-        return super().collect_new_events()
+        return super().collect_new_events()  # type: ignore[misc, no-any-return]
+
+    def track(self, aggregate: A) -> A:
+        return super().track(aggregate)  # type: ignore[misc, no-any-return]
 
 
-def recording_handlers(registry: Registry, handled: list[Event]) -> None:
-    @registry.register(uow=False)
+class JournalingUnitOfWork(Journaling, AbstractUnitOfWork):
+    def _commit(self) -> None:
+        self._commit_now()
+
+    def _rollback(self) -> None:
+        self._rollback_now()
+
+    def close(self) -> None:
+        self._close_now()
+
+
+class AsyncJournalingUnitOfWork(Journaling, AbstractAsyncUnitOfWork):
+    async def _commit(self) -> None:
+        self._commit_now()
+
+    async def _rollback(self) -> None:
+        self._rollback_now()
+
+    async def close(self) -> None:
+        self._close_now()
+
+
+def recording_handlers(h: Harness, handled: list[Event]) -> None:
+    @h.register(uow=False)
     def record(event: Allocated) -> None:
         handled.append(event)
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def note(event: Noted) -> None:
         handled.append(event)
 
@@ -97,98 +137,100 @@ def recording_handlers(registry: Registry, handled: list[Event]) -> None:
 # -- one unit of work per attempt -------------------------------------------------
 
 
-def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(waits: list[float]) -> None:
-    registry = Registry()
-    journal = Journal()
-    received: list[AbstractUnitOfWork] = []
+def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(h: Harness) -> None:
+    journal = Journal(h.kind)
+    received: list[object] = []
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         received.append(uow)
         if len(received) < 3:
             raise TimeoutError("database busy")
         return "done"
 
-    MessageBus(registry, uow=journal, sleep=waits.append).handle(Allocate("lamp"))
+    h.build(uow=journal)
+    h.handle(Allocate("lamp"))
 
     assert 3 == len(journal.made)
     assert journal.made == received
     assert 3 == len({id(uow) for uow in received})
 
 
-def test_each_event_handler_runs_in_its_own_unit_of_work() -> None:
-    registry = Registry()
-    journal = Journal()
-    received: list[AbstractUnitOfWork] = []
+def test_each_event_handler_runs_in_its_own_unit_of_work(h: Harness) -> None:
+    journal = Journal(h.kind)
+    received: list[object] = []
 
-    @registry.register
-    def record(event: Allocated, uow: AbstractUnitOfWork) -> None:
+    @h.register
+    def record(event: Allocated, uow: Journaling) -> None:
         received.append(uow)
 
-    @registry.register
-    def notify(event: Allocated, uow: AbstractUnitOfWork) -> None:
+    @h.register
+    def notify(event: Allocated, uow: Journaling) -> None:
         received.append(uow)
 
-    MessageBus(registry, uow=journal).handle(Allocated("lamp"))
+    h.build(uow=journal)
+    h.handle(Allocated("lamp"))
 
     assert journal.made == received
     assert [(1, "commit"), (1, "collect"), (1, "close")] == journal.entries[:3]
     assert [(2, "commit"), (2, "collect"), (2, "close")] == journal.entries[3:]
 
 
-def test_unit_of_work_is_committed_and_closed_when_the_handler_succeeds() -> None:
-    registry = Registry()
-    journal = Journal()
+def test_unit_of_work_is_committed_and_closed_when_the_handler_succeeds(h: Harness) -> None:
+    journal = Journal(h.kind)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         return "done"
 
-    MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+    h.build(uow=journal)
+    h.handle(Allocate("lamp"))
 
     assert [(1, "commit"), (1, "collect"), (1, "close")] == journal.entries
 
 
-def test_unit_of_work_is_rolled_back_and_closed_when_the_handler_fails() -> None:
-    registry = Registry()
-    journal = Journal()
+def test_unit_of_work_is_rolled_back_and_closed_when_the_handler_fails(h: Harness) -> None:
+    journal = Journal(h.kind)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         raise ValueError("out of stock")
 
+    h.build(uow=journal)
     with pytest.raises(ValueError, match="out of stock"):
-        MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert [(1, "rollback"), (1, "close")] == journal.entries
 
 
-def test_context_gives_the_unit_of_work_of_the_attempt() -> None:
-    registry = Registry()
-    journal = Journal()
+def test_context_gives_the_unit_of_work_of_the_attempt(h: Harness) -> None:
+    journal = Journal(h.kind)
     received: list[object] = []
 
-    @registry.register
+    @h.register
     def allocate(cmd: Allocate, context: Context) -> str:
         received.append(context.uow)
         return "done"
 
-    MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+    h.build(uow=journal)
+    h.handle(Allocate("lamp"))
 
     assert journal.made == received
 
 
-def test_handler_registered_without_unit_of_work_runs_without_calling_the_factory() -> None:
-    registry = Registry()
-    journal = Journal()
+def test_handler_registered_without_unit_of_work_runs_without_calling_the_factory(
+    h: Harness,
+) -> None:
+    journal = Journal(h.kind)
     received: list[object] = []
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         received.append(context.uow)
         return "done"
 
-    result = MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+    h.build(uow=journal)
+    result = h.handle(Allocate("lamp"))
 
     assert ("done", [None], []) == (result, received, journal.made)
 
@@ -196,79 +238,81 @@ def test_handler_registered_without_unit_of_work_runs_without_calling_the_factor
 # -- events only after commit ---------------------------------------------------
 
 
-def test_events_of_the_aggregates_seen_are_collected_after_commit_and_dispatched() -> None:
-    registry = Registry()
-    journal = Journal()
+def test_events_of_the_aggregates_seen_are_collected_after_commit_and_dispatched(
+    h: Harness,
+) -> None:
+    journal = Journal(h.kind)
     handled: list[Event] = []
     entries_when_handled: list[list[tuple[int, str]]] = []
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         product = uow.track(Product(cmd.sku))
         product.events.append(Allocated(cmd.sku))
         return "done"
 
-    @registry.register(uow=False)
+    @h.register(uow=False)
     def record(event: Allocated) -> None:
         handled.append(event)
         entries_when_handled.append(list(journal.entries))
 
-    MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+    h.build(uow=journal)
+    h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp")] == handled
     assert [[(1, "commit"), (1, "collect"), (1, "close")]] == entries_when_handled
 
 
-def test_aggregate_events_come_before_events_emitted_on_the_context() -> None:
-    registry = Registry()
+def test_aggregate_events_come_before_events_emitted_on_the_context(h: Harness) -> None:
     handled: list[Event] = []
-    recording_handlers(registry, handled)
+    recording_handlers(h, handled)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork, context: Context) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling, context: Context) -> str:
         context.emit(Noted(cmd.sku))
         uow.track(Product(cmd.sku)).events.append(Allocated(cmd.sku))
         return "done"
 
-    MessageBus(registry, uow=Journal()).handle(Allocate("lamp"))
+    h.build(uow=Journal(h.kind))
+    h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp"), Noted("lamp")] == handled
 
 
-def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded() -> None:
-    registry = Registry()
-    journal = Journal(commit_errors=[ValueError("constraint violated")])
+def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(h: Harness) -> None:
+    journal = Journal(h.kind, commit_errors=[ValueError("constraint violated")])
     handled: list[Event] = []
-    recording_handlers(registry, handled)
+    recording_handlers(h, handled)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork, context: Context) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling, context: Context) -> str:
         uow.track(Product(cmd.sku)).events.append(Allocated(cmd.sku))
         context.emit(Noted(cmd.sku))
         return "done"
 
+    h.build(uow=journal)
     with pytest.raises(ValueError, match="constraint violated"):
-        MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert [] == handled
     assert [(1, "commit"), (1, "rollback"), (1, "close")] == journal.entries
 
 
 def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_dispatched(
-    waits: list[float],
+    h: Harness,
 ) -> None:
-    registry = Registry()
-    journal = Journal(commit_errors=[TimeoutError("commit timed out")])
+    journal = Journal(h.kind, commit_errors=[TimeoutError("commit timed out")])
     product = Product("lamp")  # the same object in every attempt: the worst case
     handled: list[Event] = []
-    recording_handlers(registry, handled)
+    recording_handlers(h, handled)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: JournalingUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         uow.track(product).events.append(Allocated(cmd.sku, attempt=uow.number))
         return "done"
 
-    result = MessageBus(registry, uow=journal, sleep=waits.append).handle(Allocate("lamp"))
+    h.build(uow=journal)
+    result = h.handle(Allocate("lamp"))
 
     assert "done" == result
     assert [Allocated("lamp", attempt=2)] == handled
@@ -283,57 +327,53 @@ def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_disp
 
 
 def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succeeds(
-    waits: list[float],
+    h: Harness,
 ) -> None:
-    registry = Registry()
     product = Product("lamp")  # the same object in every attempt: the worst case
     handled: list[Event] = []
-    recording_handlers(registry, handled)
+    recording_handlers(h, handled)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: JournalingUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         uow.track(product).events.append(Allocated(cmd.sku, attempt=uow.number))
         if uow.number == 1:
             raise ConnectionError("connection reset")
         return "done"
 
-    MessageBus(registry, uow=Journal(), sleep=waits.append).handle(Allocate("lamp"))
+    h.build(uow=Journal(h.kind))
+    h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp", attempt=2)] == handled
 
 
 def test_events_of_a_rolled_back_attempt_are_not_dispatched_with_the_fake_unit_of_work(
-    waits: list[float],
+    h: Harness,
 ) -> None:
-    registry = Registry()
-    products = InMemoryRepository(key=lambda product: product.sku, items=[Product("lamp")])
+    h.products.add(Product("lamp"))
     attempts: list[int] = []
     handled: list[Event] = []
-    recording_handlers(registry, handled)
+    recording_handlers(h, handled)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: FakeUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: typing.Any) -> str:
         attempts.append(len(attempts) + 1)
         uow.products.get(cmd.sku).events.append(Allocated(cmd.sku, attempt=len(attempts)))
         if len(attempts) == 1:
             raise TimeoutError("lock wait timeout")
         return "done"
 
-    bus = MessageBus(registry, uow=lambda: FakeUnitOfWork(products=products), sleep=waits.append)
-    bus.handle(Allocate("lamp"))
+    h.build(uow=h.uow)
+    h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp", attempt=2)] == handled
 
 
-def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(
-    waits: list[float],
-) -> None:
-    registry = Registry()
+def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(h: Harness) -> None:
     attempts: list[int] = []
     handled: list[Event] = []
-    recording_handlers(registry, handled)
+    recording_handlers(h, handled)
 
-    @registry.register
+    @h.register
     def allocate(cmd: Allocate, context: Context) -> str:
         attempts.append(len(attempts) + 1)
         context.emit(Allocated(cmd.sku, attempt=len(attempts)))
@@ -341,7 +381,8 @@ def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(
             raise TimeoutError("lock wait timeout")
         return "done"
 
-    MessageBus(registry, uow=Journal(), sleep=waits.append).handle(Allocate("lamp"))
+    h.build(uow=Journal(h.kind))
+    h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp", attempt=2)] == handled
 
@@ -350,18 +391,18 @@ def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(
 
 
 def test_failing_rollback_does_not_hide_the_error_that_caused_it(
-    logs: list[EventDict],
+    h: Harness, logs: list[EventDict]
 ) -> None:
-    registry = Registry()
-    journal = Journal(rollback_error=RuntimeError("connection lost during rollback"))
+    journal = Journal(h.kind, rollback_error=RuntimeError("connection lost during rollback"))
     error = ValueError("out of stock")
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         raise error
 
+    h.build(uow=journal)
     with pytest.raises(ValueError, match="out of stock") as caught:
-        MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+        h.handle(Allocate("lamp"))
 
     assert error is caught.value
     assert [(1, "rollback"), (1, "close")] == journal.entries
@@ -370,18 +411,18 @@ def test_failing_rollback_does_not_hide_the_error_that_caused_it(
     ]
 
 
-def test_failing_close_does_not_undo_a_committed_success(logs: list[EventDict]) -> None:
-    registry = Registry()
-    journal = Journal(close_error=RuntimeError("connection already gone"))
+def test_failing_close_does_not_undo_a_committed_success(h: Harness, logs: list[EventDict]) -> None:
+    journal = Journal(h.kind, close_error=RuntimeError("connection already gone"))
     handled: list[Event] = []
-    recording_handlers(registry, handled)
+    recording_handlers(h, handled)
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: Journaling) -> str:
         uow.track(Product(cmd.sku)).events.append(Allocated(cmd.sku))
         return "done"
 
-    result = MessageBus(registry, uow=journal).handle(Allocate("lamp"))
+    h.build(uow=journal)
+    result = h.handle(Allocate("lamp"))
 
     assert ("done", [Allocated("lamp")]) == (result, handled)
 
