@@ -154,8 +154,30 @@ def message_version(message_type: type[Message] | Message) -> int:
     return message_type.__message_version__
 
 
-def _utc_from_timestamp(ts: float) -> _dt.datetime:
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+def _utc_from_ns(ns: int) -> _dt.datetime:
+    """The UTC datetime of a ``time.time_ns()`` reading, to the microsecond (truncated)."""
+    return _dt.datetime.fromtimestamp(ns // 1_000_000_000, _dt.timezone.utc).replace(
+        microsecond=ns // 1000 % 1_000_000
+    )
+
+
+# The ISO text of the last second formatted: log lines made in the same second
+# share it, and formatting a datetime is slow next to the rest of a log line.
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _iso_from_ns(ns: int, utc_suffix: str = "+00:00") -> str:
+    """``_utc_from_ns(ns).isoformat()`` (with another suffix for UTC if asked), quicker."""
+    global _last_second
+    second = ns // 1_000_000_000
+    cached_second, text = _last_second
+    if cached_second != second:
+        text = _dt.datetime.fromtimestamp(second, _dt.timezone.utc).isoformat()[:19]
+        _last_second = (second, text)
+    micro = ns // 1000 % 1_000_000
+    if micro:
+        return f"{text}.{micro:06d}{utc_suffix}"
+    return text + utc_suffix
 
 
 def _check_aware(instance: object, attribute: attrs.Attribute[Any], value: _dt.datetime) -> None:
@@ -217,8 +239,14 @@ _sequence = itertools.count(1)
 
 
 def _reseed() -> None:
-    global _base
+    global _base, _id_text_prefix
     _base = (random.SystemRandom().getrandbits(128) & _V4_MASK) | _V4_BITS
+    # Only the low 62 bits of an id vary: its first 16 hex digits are the base's.
+    high = "%016x" % (_base >> 64)
+    _id_text_prefix = f"{high[:8]}-{high[8:12]}-{high[12:]}-"
+
+
+_id_text_prefix = ""
 
 
 _reseed()
@@ -233,6 +261,12 @@ _SPREAD = 0x9E3779B97F4A7C15
 
 def _id_from_sequence(sequence: int) -> uuid.UUID:
     return uuid.UUID(int=_base ^ ((sequence * _SPREAD) & _LOW_BITS))
+
+
+def _id_text_from_sequence(sequence: int) -> str:
+    """``str(_id_from_sequence(sequence))``, without making the UUID (for log lines)."""
+    low = "%016x" % ((_base ^ ((sequence * _SPREAD) & _LOW_BITS)) & 0xFFFF_FFFF_FFFF_FFFF)
+    return f"{_id_text_prefix}{low[:4]}-{low[4:]}"
 
 
 def new_message_id() -> uuid.UUID:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
+    reset_logging()  # closes what configure_logging opened
     for handler in root.handlers:
         if handler not in handlers:
             root.removeHandler(handler)
@@ -283,3 +285,170 @@ def test_a_json_log_is_what_replay_reads(tmp_path: Path) -> None:
     # Pay's card is redacted in the log: no Pay can be replayed from it.
     assert [(1, "redacted"), (4, "redacted")] == [(p.line, p.kind) for p in report.problems]
     assert {"not_a_record": 1} == report.skipped_by_reason
+
+
+# -- stdlib=False: structlog writes the lines itself ----------------------------
+
+
+def test_direct_json_lines_have_every_field_and_leave_the_root_logger_alone(
+    tmp_path: Path,
+) -> None:
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    log = tmp_path / "app.log"
+
+    assert configure_logging(json=True, path=log, stdlib=False, cache_loggers=False) is None
+    make_bus().handle(Pay("o1", 3, CARD))
+
+    command, event = json_lines(log.read_text(encoding="utf-8"))
+    assert {
+        "event": "message_handled",
+        "level": "info",
+        "message_name": "Pay",
+        "message_kind": "command",
+        "message_version": 1,
+        "causation_id": None,
+        "handler": f"{__name__}.make_bus.<locals>.pay",
+        "attempt": 1,
+        "outcome": "succeeded",
+        "payload": {"order": "o1", "amount": 3, "card": "[redacted]"},
+    }.items() <= command.items()
+    assert command["message_id"] == command["correlation_id"] == event["causation_id"]
+    assert command["timestamp"].endswith("Z")
+    assert "logger" not in command
+    assert handlers == root.handlers
+    assert CARD not in log.read_text(encoding="utf-8")
+
+
+def test_direct_lines_carry_the_same_ids_and_times_as_the_metadata(tmp_path: Path) -> None:
+    from messagebus.testing import Recorder
+
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
+    recorder = Recorder()
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def pay(command: Pay, context: Context) -> None:
+        context.emit(Paid(command.order))
+
+    @registry.register(uow=False)
+    def receipt(event: Paid) -> None:
+        pass
+
+    bus = MessageBus(registry, listeners=[recorder])
+    for n in range(50):  # some with a whole number of seconds' worth of microseconds, maybe
+        bus.handle(Pay(f"o{n}", 3, CARD))
+
+    logged = [
+        (line["message_id"], line["correlation_id"], line["causation_id"], line["created_at"])
+        for line in json_lines(log.read_text(encoding="utf-8"))
+    ]
+    known = [
+        (
+            str(attempt.metadata.message_id),
+            str(attempt.metadata.correlation_id),
+            None if attempt.metadata.causation_id is None else str(attempt.metadata.causation_id),
+            attempt.metadata.created_at.isoformat(),
+        )
+        for attempt in recorder.attempts
+    ]
+    assert known == logged
+
+
+def test_direct_failures_are_written_with_their_traceback_and_the_level_filters(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, level="warning", stdlib=False, cache_loggers=False)
+
+    make_bus().handle(Pay("o1", 3, CARD))  # INFO: filtered out
+    with pytest.raises(Declined):
+        make_bus().handle(Pay("o2", -1, CARD))
+
+    (failed,) = json_lines(log.read_text(encoding="utf-8"))
+    assert "message_failed" == failed["event"]
+    assert "Traceback (most recent call last)" in failed["exception"]
+
+
+def test_direct_json_to_a_stream_and_the_console(tmp_path: Path) -> None:
+    out, terminal = io.StringIO(), Terminal()
+
+    configure_logging(json=True, stream=out, stdlib=False, cache_loggers=False)
+    make_bus().handle(Pay("o1", 3, CARD))
+    configure_logging(stream=terminal, stdlib=False, cache_loggers=False)
+    make_bus().handle(Pay("o2", 3, CARD))
+
+    assert ["o1", "o1"] == [line["payload"]["order"] for line in json_lines(out.getvalue())]
+    assert "message_handled" in terminal.getvalue()
+    assert not terminal.getvalue().lstrip().startswith("{")
+    assert CARD not in terminal.getvalue()
+
+
+def test_direct_console_to_a_file_is_text(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+
+    configure_logging(json=False, path=log, stdlib=False, cache_loggers=False)
+    structlog.get_logger().info("café")
+    reset_logging()
+
+    assert "café" in log.read_text(encoding="utf-8")
+
+
+def test_a_value_orjson_refuses_is_written_all_the_same(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
+
+    structlog.get_logger().info("big", number=2**70, key={1: "one"})
+
+    (line,) = json_lines(log.read_text(encoding="utf-8"))
+    assert {"number": 2**70, "key": {"1": "one"}}.items() <= line.items()
+
+
+def test_a_direct_log_is_appended_to_and_is_what_replay_reads(tmp_path: Path) -> None:
+    from messagebus.replay import replay
+
+    log = tmp_path / "app.log"
+    log.write_text('{"event": "before"}\n', encoding="utf-8")
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
+    make_bus().handle(Pay("o1", 3, CARD))
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)  # reopened
+    make_bus().handle(Pay("o2", 3, CARD))
+    reset_logging()
+
+    report = replay(log, make_bus(), dry_run=True, include_events=True)
+
+    assert [Paid("o1"), Paid("o2")] == [replayed.message for replayed in report.messages]
+    assert 5 == len(log.read_text(encoding="utf-8").splitlines())
+
+
+def test_without_orjson_the_standard_librarys_json_renders_the_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson raises ImportError
+    log, out = tmp_path / "app.log", io.StringIO()
+
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
+    structlog.get_logger().info("to a file", n=1)
+    configure_logging(json=True, stream=out, stdlib=False, cache_loggers=False)
+    structlog.get_logger().info("to a stream", n=2)
+
+    assert [1] == [line["n"] for line in json_lines(log.read_text(encoding="utf-8"))]
+    assert [2] == [line["n"] for line in json_lines(out.getvalue())]
+    assert '"n": 2' in out.getvalue()  # the standard library's separators
+
+
+def test_switching_between_direct_and_stdlib_undoes_the_other(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.ERROR)
+    handler = configure_logging(json=True, stream=io.StringIO(), cache_loggers=False)
+
+    configure_logging(json=True, path=tmp_path / "app.log", stdlib=False, cache_loggers=False)
+
+    assert handler not in root.handlers
+    assert logging.ERROR == root.level
+
+
+def test_an_unknown_level_name_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="unknown log level 'LOUD'"):
+        configure_logging(level="LOUD", stdlib=False)

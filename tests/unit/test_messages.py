@@ -12,6 +12,8 @@ from uuid import UUID
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from messagebus import (
     Command,
@@ -20,9 +22,12 @@ from messagebus import (
     Metadata,
     message_name,
     message_version,
+    messages,
     sensitive,
 )
 from messagebus.messages import new_message_id
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 UTC = datetime.timezone.utc
 
@@ -378,3 +383,22 @@ def test_a_sensitive_field_never_shows_in_clear_in_a_repr() -> None:
         card: str = sensitive()
 
     assert "Pay(amount=3, card='[redacted]')" == repr(Pay(3, "4111-1111-1111-1111"))
+
+
+@given(st.integers(min_value=0, max_value=2**80))
+def test_the_logged_text_of_an_id_is_the_ids_own(sequence: int) -> None:
+    assert str(messages._id_from_sequence(sequence)) == messages._id_text_from_sequence(sequence)
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9))  # until the year 2100
+def test_the_logged_text_of_a_time_is_its_isoformat(ns: int) -> None:
+    created_at = messages._utc_from_ns(ns)
+
+    assert created_at.isoformat() == messages._iso_from_ns(ns)
+    assert created_at.isoformat().replace("+00:00", "Z") == messages._iso_from_ns(ns, "Z")
+    assert ns // 1000 == (created_at - EPOCH) // datetime.timedelta(microseconds=1)
+
+
+def test_a_time_on_a_whole_second_is_written_without_a_fraction() -> None:
+    assert "2026-11-23T10:00:00+00:00" == messages._iso_from_ns(1_795_428_000 * 10**9)
+    assert "2026-11-23T10:00:00.000001+00:00" == messages._iso_from_ns(1_795_428_000 * 10**9 + 1000)
