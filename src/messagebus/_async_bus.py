@@ -116,7 +116,10 @@ class AsyncMessageBus(BusCore):
                 and not uses_clock(plan.policy.stop)
                 and not self._listeners
             )
-        self._bare_events = {t: all(p.bare for p in ps) for t, ps in self._events.items()}
+        # The event types whose every handler is bare, with those handlers.
+        self._bare_events = {
+            t: ps for t, ps in self._events.items() if ps and all(p.bare for p in ps)
+        }
 
     @overload
     async def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
@@ -141,9 +144,13 @@ class AsyncMessageBus(BusCore):
                 failed: Envelope = [message, None, None, next_sequence(), now()]
                 outcome = await retry_after(plan, plan.attempt, failed, error, None, None, self)  # type: ignore[arg-type]
                 return outcome[0]
-            if plan is None and self._bare_events.get(message.__class__):
-                for event_plan in self._events[message.__class__]:
-                    await self._call_bare(event_plan, message)
+            bare = self._bare_events.get(message.__class__) if plan is None else None
+            if bare:
+                for event_plan in bare:
+                    try:
+                        await event_plan.call(message)
+                    except Exception as exc:
+                        await self._bare_failed(event_plan, message, exc)
                 return None
         envelope: Envelope = [message, None, metadata, next_sequence(), now()]
         if plan is None:
@@ -154,13 +161,26 @@ class AsyncMessageBus(BusCore):
             if isinstance(message, Command):
                 raise NoHandlerError(message)
             raise NotAMessageError(message)
-        if self._listeners:
-            self._notify(envelope)
-        result, events = await plan.run(envelope)  # type: ignore[misc]
+        if plan.quiet:
+            # As plan.run(envelope) would, one await shorter.
+            try:
+                result, events = await plan.attempt(envelope)  # type: ignore[misc]
+            except Exception as exc:
+                result, events = await retry_after(
+                    plan,
+                    plan.attempt,  # type: ignore[arg-type]
+                    envelope,
+                    exc,
+                    None,
+                    None,
+                    self,
+                )
+        else:
+            if self._listeners:
+                self._notify(envelope)
+            result, events = await plan.run(envelope)  # type: ignore[misc]
         if events:
-            await self._drain(
-                deque([event, envelope, None, next_sequence(), now()] for event in events)
-            )
+            await self._dispatch(events, envelope)
         return result
 
     async def redeliver(
@@ -177,24 +197,45 @@ class AsyncMessageBus(BusCore):
         finally:
             _redelivering.reset(token)
         if events:
-            await self._drain(
-                deque([event, envelope, None, next_sequence(), now()] for event in events)
-            )
+            await self._dispatch(events, envelope)
         return result
 
-    async def _call_bare(
-        self, plan: HandlerPlan, message: Message, envelope: Envelope | None = None
+    async def _dispatch(self, events: Iterable[Event], parent: Envelope) -> None:
+        queue: deque[Envelope] | None = None
+        bare_events = self._bare_events
+        for event in events:
+            if queue is None:
+                bare = bare_events.get(event.__class__)
+                if bare:
+                    # Handled at once, in order: its handlers raise no events, and
+                    # every event before it has been handled. No envelope unless one fails.
+                    for plan in bare:
+                        try:
+                            await plan.call(event)
+                        except Exception as exc:
+                            await self._bare_failed(
+                                plan, event, exc, [event, parent, None, next_sequence(), now()]
+                            )
+                    continue
+                queue = deque()
+            queue.append([event, parent, None, next_sequence(), now()])
+        if queue:
+            await self._drain(queue)
+
+    async def _bare_failed(
+        self,
+        plan: HandlerPlan,
+        message: Message,
+        error: Exception,
+        envelope: Envelope | None = None,
     ) -> None:
-        """Await an event handler directly; retry it if it fails, isolated from the rest."""
+        """An event handler awaited directly failed: retry it, isolated from the rest."""
+        if envelope is None:
+            envelope = [message, None, None, next_sequence(), now()]
         try:
-            await plan.call(message)
-        except Exception as exc:
-            if envelope is None:
-                envelope = [message, None, None, next_sequence(), now()]
-            try:
-                await retry_after(plan, plan.attempt, envelope, exc, None, None, self)  # type: ignore[arg-type]
-            except Exception:  # logged (and stored) as given up; isolated here
-                return
+            await retry_after(plan, plan.attempt, envelope, error, None, None, self)  # type: ignore[arg-type]
+        except Exception:  # logged (and stored) as given up; isolated here
+            return
 
     async def _give_up(
         self, plan: HandlerPlan, envelope: Envelope, attempts: int, error: BaseException
@@ -217,7 +258,10 @@ class AsyncMessageBus(BusCore):
             message = envelope[MESSAGE]
             for plan in self._events.get(message.__class__, _NO_EVENTS):
                 if plan.bare:
-                    await self._call_bare(plan, message, envelope)
+                    try:
+                        await plan.call(message)
+                    except Exception as exc:
+                        await self._bare_failed(plan, message, exc, envelope)
                     continue
                 try:
                     _, events = await plan.run(envelope)  # type: ignore[misc]
@@ -233,6 +277,18 @@ class AsyncMessageBus(BusCore):
         gate = self._gate
         log = self._log
         timed = uses_clock(plan.policy.stop)
+
+        if gate is False and not timed:
+            plan.quiet = True
+
+            async def run_quiet(envelope: Envelope) -> tuple[Any, Any]:
+                try:
+                    return await attempt(envelope)
+                except Exception as exc:
+                    error = exc
+                return await retry_after(plan, attempt, envelope, error, None, None, self)
+
+            return run_quiet
 
         async def run(envelope: Envelope) -> tuple[Any, Any]:
             logged = gate() if callable(gate) else gate

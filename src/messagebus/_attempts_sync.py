@@ -84,6 +84,35 @@ def make_attempt(plan: HandlerPlan) -> AttemptFn:
 
         return bare_attempt
 
+    if plan.plan.positional == (context_parameter,) and uow_factory is None:
+        # A handler that emits events and needs nothing else: ``(message, context)``.
+
+        def context_attempt(envelope: Envelope) -> Outcome:
+            context = Context(envelope, None)
+            result = call(envelope[MESSAGE], context)
+            return result, context._events
+
+        return context_attempt
+
+    if plan.plan.positional == (uow_parameter,) and uow_parameter is not None:
+        # The book's handler: ``(message, uow)``.
+        assert uow_factory is not None
+
+        def uow_attempt(envelope: Envelope) -> Outcome:
+            uow = uow_factory()
+            try:
+                result = call(envelope[MESSAGE], uow)
+                uow.commit()
+                events = list(uow.collect_new_events())
+            except BaseException as exc:  # cancellation included: roll back, then re-raise
+                _rollback_quietly(uow, exc)
+                raise
+            finally:
+                _close_quietly(uow)
+            return result, events
+
+        return uow_attempt
+
     def attempt(envelope: Envelope) -> Outcome:
         uow = uow_factory() if uow_factory is not None else None
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import functools
 import logging
 import time
 import traceback
@@ -51,6 +52,7 @@ class HandlerPlan:
         "name",
         "plan",
         "policy",
+        "quiet",
         "registration",
         "run",
         "uow_factory",
@@ -79,6 +81,9 @@ class HandlerPlan:
         self.attempt: Callable[[Envelope], tuple[Any, list[Any] | tuple[()]]] = _unset
         #: Set by the bus: True when a dispatch needs neither envelope nor logs.
         self.bare = False
+        #: Set by the bus: True when attempts are neither logged, listened to nor
+        #: timed, so that ``run`` is ``attempt`` and retries on failure.
+        self.quiet = False
         #: Set by the bus: the logger of this handler's attempts, its fields bound.
         self.logger: Any = None
 
@@ -243,7 +248,11 @@ def info_gate(logger: Any) -> bool | Callable[[], bool]:
     """
     stdlib_check = getattr(logger, "isEnabledFor", None)
     if callable(stdlib_check):
-        return lambda: bool(stdlib_check(logging.INFO))
+        wrapped = getattr(logger, "_logger", None)  # structlog's BoundLogger wraps one
+        if isinstance(wrapped, logging.Logger):
+            # Ask the standard library's logger itself: two calls fewer each time.
+            stdlib_check = wrapped.isEnabledFor
+        return functools.partial(stdlib_check, logging.INFO)
     structlog_check = getattr(logger, "is_enabled_for", None)
     if callable(structlog_check):
         return bool(structlog_check(logging.INFO))

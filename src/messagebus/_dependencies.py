@@ -41,6 +41,9 @@ class CallPlan:
     uow_parameter: str | None
     context_parameter: str | None
     metadata_parameter: str | None
+    #: The per-attempt parameters when they are the first ones after the
+    #: message, in order, and may be passed positionally; () otherwise.
+    positional: tuple[str, ...] = ()
 
     @property
     def per_attempt(self) -> bool:
@@ -87,7 +90,8 @@ def plan_call(
     hints = _hints(handler)
     fixed: dict[str, object] = {}
     uow_parameter = context_parameter = metadata_parameter = None
-    for parameter in parameters:
+    per_attempt: list[tuple[int, str]] = []
+    for index, parameter in enumerate(parameters):
         if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
         name = parameter.name
@@ -100,14 +104,17 @@ def plan_call(
             raise unresolved("positional-only parameters cannot be injected")
         if annotation is Context:
             context_parameter = name
+            per_attempt.append((index, name))
         elif annotation is Metadata:
             metadata_parameter = name
+            per_attempt.append((index, name))
         elif name == UOW_PARAMETER or _is_uow_annotation(annotation):
             if not registration.uow:
                 raise unresolved("the handler was registered with uow=False")
             if not has_uow_factory:
                 raise unresolved("the bus has no unit of work: give the bus a factory, uow=...")
             uow_parameter = name
+            per_attempt.append((index, name))
         elif name in dependencies:
             fixed[name] = dependencies[name]
         else:
@@ -127,7 +134,12 @@ def plan_call(
                 )
                 raise unresolved(f"no dependency is named {name!r}{by_type}")
     call = functools.partial(handler, **fixed) if fixed else handler
-    return CallPlan(call, uow_parameter, context_parameter, metadata_parameter)
+    leading = [index for index, _ in per_attempt] == list(range(len(per_attempt))) and all(
+        parameters[index].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        for index, _ in per_attempt
+    )
+    positional = tuple(name for _, name in per_attempt) if leading else ()
+    return CallPlan(call, uow_parameter, context_parameter, metadata_parameter, positional)
 
 
 def _matches_by_type(annotation: Any, dependencies: Mapping[str, object]) -> list[str]:

@@ -362,3 +362,108 @@ def test_handlers_that_need_nothing_per_attempt_keep_every_promise(h: Harness) -
     assert ["allocate", "allocate", "broken", "flaky", "flaky"] == calls
     assert [("Allocated", 1)] == [(d.message_name, d.attempts) for d in store.letters]
     assert 2 == len(h.waits)
+
+
+def _quiet_logger() -> Any:
+    """A logger with INFO filtered out: successes are not logged, so plain handlers are bare."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(40)
+    )
+
+
+@attrs.frozen
+class Noted(Event):
+    n: int
+
+
+def test_events_whose_handlers_need_nothing_keep_their_place_in_the_order(h: Harness) -> None:
+    # Noted's handler needs nothing per attempt (it is called directly);
+    # Allocated's emits a Followed. Breadth first all the same.
+    handled: list[str] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        for event in (Noted(1), Allocated("a", 1), Noted(2), Allocated("b", 2), Noted(3)):
+            context.emit(event)
+        return "ok"
+
+    @h.register(uow=False)
+    def on_noted(event: Noted) -> None:
+        handled.append(f"noted {event.n}")
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, context: Context) -> None:
+        handled.append(f"allocated {event.sku}")
+        context.emit(Followed(event.n))
+
+    @h.register(uow=False)
+    def on_followed(event: Followed) -> None:
+        handled.append(f"followed {event.n}")
+
+    h.build(logger=_quiet_logger(), uow=None)
+    assert "ok" == h.handle(Allocate("lamp"))
+
+    assert [
+        "noted 1",
+        "allocated a",
+        "noted 2",
+        "allocated b",
+        "noted 3",
+        "followed 1",
+        "followed 2",
+    ] == handled
+
+
+def test_a_directly_called_event_handlers_failure_is_retried_and_kept_with_its_cause(
+    h: Harness,
+) -> None:
+    store = InMemoryDeadLetters()
+    calls: list[int] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        context.emit(Noted(1))
+        context.emit(Noted(2))
+        return "ok"
+
+    @h.register(uow=False)
+    def on_noted(event: Noted) -> None:
+        calls.append(event.n)
+        if event.n == 1:
+            raise ConnectionError("reset")  # transient: retried, then given up
+
+    h.build(
+        logger=_quiet_logger(),
+        uow=None,
+        dead_letters=store,
+        retry=RetryPolicy(stop=tenacity.stop_after_attempt(2)),
+    )
+    command_id = UUID(int=7)
+    metadata = Metadata(command_id, command_id, None, Metadata.new().created_at)
+
+    assert "ok" == h.handle(Allocate("lamp"), metadata=metadata)
+
+    assert [1, 1, 2] == calls
+    (letter,) = store.letters
+    assert ("Noted", 2) == (letter.message_name, letter.attempts)
+    assert str(command_id) == letter.metadata["causation_id"]
+    assert str(command_id) == letter.metadata["correlation_id"]
+
+
+def test_per_attempt_parameters_may_follow_dependencies_or_be_keyword_only(h: Harness) -> None:
+    seen: list[tuple[str, str]] = []
+
+    @h.register
+    def allocate(cmd: Allocate, prefix: str, uow: Any, context: Context) -> str:
+        context.emit(Allocated(cmd.sku))
+        return f"{prefix} {cmd.sku} {uow is context.uow}"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, *, metadata: Metadata, context: Context) -> None:
+        seen.append((event.sku, str(metadata.causation_id == context.metadata.causation_id)))
+
+    h.build(dependencies={"prefix": "allocated"})
+
+    assert "allocated lamp True" == h.handle(Allocate("lamp"))
+    assert [("lamp", "True")] == seen
+    assert [(1, 0, True)] == [(u.committed, u.rolled_back, u.closed) for u in h.uows]
