@@ -467,3 +467,75 @@ def test_per_attempt_parameters_may_follow_dependencies_or_be_keyword_only(h: Ha
     assert "allocated lamp True" == h.handle(Allocate("lamp"))
     assert [("lamp", "True")] == seen
     assert [(1, 0, True)] == [(u.committed, u.rolled_back, u.closed) for u in h.uows]
+
+
+def test_quiet_handlers_that_need_a_context_are_retried_like_the_others(h: Harness) -> None:
+    calls: list[str] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        calls.append("allocate")
+        if calls.count("allocate") == 1:
+            raise TimeoutError("busy")
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, context: Context) -> None:
+        calls.append("on_allocated")
+        if calls.count("on_allocated") == 1:
+            raise ConnectionError("reset")
+        context.emit(Followed(1))
+
+    @h.register(uow=False)
+    def on_followed(event: Followed, context: Context) -> None:
+        calls.append("on_followed")
+
+    h.build(logger=_quiet_logger(), uow=None)
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert ["allocate", "allocate", "on_allocated", "on_allocated", "on_followed"] == calls
+    assert 2 == len(h.waits)
+
+
+class PlainLogger:
+    """A logger with neither bind() nor a level to ask: given every field on each call."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append(("info", event, fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append(("warning", event, fields))
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.lines.append(("error", event, fields))
+
+
+def test_a_logger_without_bind_gets_every_field_of_every_attempt(h: Harness) -> None:
+    logger = PlainLogger()
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate) -> str:
+        if cmd.sku == "broken":
+            raise ValueError("bug")
+        return "ok"
+
+    h.build(logger=logger, uow=None, retry=RetryPolicy(stop=tenacity.stop_after_attempt(2)))
+    h.handle(Allocate("lamp"))
+    with pytest.raises(ValueError, match="bug"):
+        h.handle(Allocate("broken"))
+
+    assert [("info", "message_handled"), ("error", "message_failed")] == [
+        (level, event) for level, event, _ in logger.lines
+    ]
+    for _, _, fields in logger.lines:
+        assert {
+            "message_name": "Allocate",
+            "message_kind": "command",
+            "message_version": 1,
+            "handler": f"{__name__}.test_a_logger_without_bind_gets_every_field_of_every_attempt"
+            ".<locals>.allocate",
+        }.items() <= fields.items()
