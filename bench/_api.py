@@ -19,6 +19,13 @@ class NotApplicable(Exception):
     status = "n/a"
 
 
+#: Why the peers have no S8: it is a comparison with the floor, not with other libraries.
+S8_NOT_APPLICABLE = (
+    "S8 is messagebus's own allocation example against the same transactions "
+    "written by hand: the framework's overhead, not a comparison with peers"
+)
+
+
 class NotAvailableYet(NotApplicable):
     """The scenario or implementation is planned but does not exist yet."""
 
@@ -64,6 +71,9 @@ class Case:
         note: Shown beside the result (how the implementation was set up).
         loop: For ``async`` cases, the event loop the statement runs in.
         teardown: Run after timing (close files, remove temporary ones).
+        min_target: The least seconds a repeat lasts, whatever the run's
+            target: for operations of milliseconds (S8), so that even a quick
+            run's repeat holds several of them.
     """
 
     stmt: str
@@ -76,6 +86,7 @@ class Case:
     note: str | None = None
     loop: Any = None
     teardown: Callable[[], None] | None = None
+    min_target: float = 0.0
 
 
 def expect(actual: object, expected: object, what: str) -> None:

@@ -13,6 +13,14 @@ class Scenario:
     variants: tuple[str, ...] = ()
     #: Set when the scenario cannot run yet: why, shown instead of numbers.
     not_available: str | None = None
+    #: What the floors are called in this scenario, by mode, when not a direct call.
+    floor_labels: tuple[tuple[str, str], ...] = ()
+
+    def label_of(self, impl: Implementation) -> str:
+        """How ``impl`` is named in this scenario's rows."""
+        if impl.floor:
+            return dict(self.floor_labels).get(impl.mode, impl.label)
+        return impl.label
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,8 @@ SCENARIOS = (
     Scenario(
         "S8",
         "the allocation example on SQLite in memory, against the same transactions "
-        "written by hand with SQLAlchemy",
-        not_available=(
-            "it needs the allocation example's service layer run on SQLite in memory, and "
-            "the same transactions written by hand with SQLAlchemy; neither is written yet"
-        ),
+        "written by hand with SQLAlchemy (the floor)",
+        floor_labels=(("sync", "by hand (Session)"), ("async", "by hand (AsyncSession)")),
     ),
 )
 

@@ -47,7 +47,7 @@ class Job:
     @property
     def name(self) -> str:
         variant = f"[{self.variant}]" if self.variant else ""
-        return f"{self.scenario.id}{variant} {self.impl.label}"
+        return f"{self.scenario.id}{variant} {self.scenario.label_of(self.impl)}"
 
     def stop(self, status: str, reason: str | None) -> None:
         self.status, self.reason = status, reason

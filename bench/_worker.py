@@ -105,6 +105,7 @@ def _timer(case: Case) -> tuple[Callable[[int], float], int]:
 
 def _measure(case: Case, target: float, repeats: int) -> dict[str, Any]:
     timed, ops_per_number = _timer(case)
+    target = max(target, case.min_target)
     if case.kind == "threads":
         # Each thread must run for several of the interpreter's switch intervals
         # (5 ms by default), or the threads would take turns instead of sharing

@@ -1,4 +1,8 @@
-"""The floor: the scenarios' handler functions called directly, plumbing written by hand."""
+"""The floor: the scenarios' handler functions called directly, plumbing written by hand.
+
+S8's floor is the allocation example's transactions written by hand with
+SQLAlchemy (``bench/impls/_allocation.py``).
+"""
 
 from __future__ import annotations
 
@@ -72,4 +76,9 @@ def setup(scenario: str, variant: str | None) -> Case:
         products = InMemoryRepository(key=lambda p: p.sku, items=[app.Product(SKU)])
         namespace["make_uow"] = lambda: FakeUnitOfWork(products=products)
         return Case(_S4, namespace, tally=app.TALLY, calls_per_op=1)
+    if scenario == "S8":
+        # The allocation example's transactions written by hand with SQLAlchemy.
+        from bench.impls import _allocation
+
+        return _allocation.case("hand-written")
     raise NotApplicable(f"no floor for {scenario}")

@@ -1,4 +1,8 @@
-"""The floor of the async scenarios: the handlers' coroutines awaited directly."""
+"""The floor of the async scenarios: the handlers' coroutines awaited directly.
+
+S8's is the allocation example's transactions written by hand with an
+``AsyncSession`` (``bench/impls/_allocation.py``).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,11 @@ def versions() -> dict[str, str]:
 
 
 def setup(scenario: str, variant: str | None) -> Case:
+    if scenario == "S8":
+        # The allocation example's transactions written by hand with an AsyncSession.
+        from bench.impls import _allocation
+
+        return _allocation.async_case("hand-written")
     namespace: dict[str, Any] = vars(app).copy()
     namespace.update(cmd=app.Allocate(ORDERID, SKU, QTY), Emitter=Emitter)
     loop = asyncio.new_event_loop()

@@ -15,7 +15,7 @@ from typing import Any
 from lato import Application, Command, Event, TransactionContext
 from pydantic import ConfigDict
 
-from bench._api import Case, NotApplicable, Tally, expect
+from bench._api import S8_NOT_APPLICABLE, Case, NotApplicable, Tally, expect
 from bench.impls._domain import ORDERID, QTY, SKU, product_class
 from bench.impls._project import fake_unit_of_work
 
@@ -139,6 +139,8 @@ def setup(scenario: str, variant: str | None) -> Case:
     elif scenario == "S6":
         app, cmd = _s6_app(int(variant or 100))
         calls = 0
+    elif scenario == "S8":
+        raise NotApplicable(S8_NOT_APPLICABLE)
     else:
         raise NotApplicable(
             "no per-handler structured logs (it logs transaction begin and end "

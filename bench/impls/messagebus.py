@@ -36,7 +36,10 @@ def versions() -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         commit = ""
     found = {"messagebus": f"{described} ({commit})" if commit else described}
-    found.update((name, version(name)) for name in ("attrs", "cattrs", "structlog", "tenacity"))
+    found.update(
+        (name, version(name))
+        for name in ("attrs", "cattrs", "structlog", "tenacity", "sqlalchemy", "aiosqlite")
+    )
     return found
 
 
@@ -125,6 +128,10 @@ def log_teardown(cleanup: Any) -> Any:
 
 def setup(scenario: str, variant: str | None) -> Case:
     cleanup = configure_logs(variant if scenario == "S5" else None)
+    if scenario == "S8":
+        from bench.impls import _allocation
+
+        return _allocation.case("messagebus")
     cmd: Any = app.Allocate(ORDERID, SKU, QTY)
     registry = Registry()
     bus: Any = None

@@ -48,6 +48,10 @@ def setup(scenario: str, variant: str | None) -> Case:
     if scenario == "S7":
         raise NotApplicable("S7 shares a bus between threads; the async bus is shared by tasks")
     cleanup = configure_logs(variant if scenario == "S5" else None)
+    if scenario == "S8":
+        from bench.impls import _allocation
+
+        return _allocation.async_case("messagebus")
     cmd: Any = app.Allocate(ORDERID, SKU, QTY)
     registry = Registry()
     calls = 1

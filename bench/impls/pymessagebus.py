@@ -15,7 +15,7 @@ from typing import Any
 
 from pymessagebus import CommandBus, MessageBus
 
-from bench._api import Case, NotApplicable, Tally, expect
+from bench._api import S8_NOT_APPLICABLE, Case, NotApplicable, Tally, expect
 from bench.impls._domain import ORDERID, QTY, SKU, product_class
 from bench.impls._project import fake_unit_of_work
 
@@ -137,6 +137,8 @@ def setup(scenario: str, variant: str | None) -> Case:
     elif scenario == "S6":
         bus, cmd = _s6_bus(int(variant or 100))
         calls = 0
+    elif scenario == "S8":
+        raise NotApplicable(S8_NOT_APPLICABLE)
     else:
         raise NotApplicable(
             "no per-handler structured logs (its logging middleware logs "

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from bench._api import Case, NotApplicable, Tally, expect
+from bench._api import S8_NOT_APPLICABLE, Case, NotApplicable, Tally, expect
 from bench.impls._domain import ORDERID, QTY, SKU
 
 # The PyPI package of that name, from its own environment (not this project).
@@ -168,6 +168,8 @@ def setup(scenario: str, variant: str | None) -> Case:
     elif scenario == "S6":
         bus, cmd = _s6_bus(int(variant or 100))
         calls = 0
+    elif scenario == "S8":
+        raise NotApplicable(S8_NOT_APPLICABLE)
     else:
         raise NotApplicable("no per-handler structured logs (it counts metrics, and logs nothing)")
 

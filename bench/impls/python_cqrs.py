@@ -19,7 +19,7 @@ import di
 from cqrs.bootstrap import events as event_bootstrap
 from cqrs.bootstrap import requests as request_bootstrap
 
-from bench._api import Case, NotApplicable, Tally, expect
+from bench._api import S8_NOT_APPLICABLE, Case, NotApplicable, Tally, expect
 from bench.impls._domain import ORDERID, QTY, SKU, product_class
 from bench.impls._project import fake_unit_of_work
 
@@ -184,6 +184,8 @@ def setup(scenario: str, variant: str | None) -> Case:
         calls = 0
     elif scenario == "S7":
         raise NotApplicable("async only: S7 shares a bus between threads")
+    elif scenario == "S8":
+        raise NotApplicable(S8_NOT_APPLICABLE)
     else:
         raise NotApplicable(
             "no per-handler structured logs (its logging middleware logs "
