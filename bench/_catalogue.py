@@ -48,7 +48,7 @@ SCENARIOS = (
     Scenario(
         "S5",
         "S1 with logging: attempts filtered out, or logged as JSON lines to a file",
-        variants=("filtered", "stdlib-filtered", "json"),
+        variants=("filtered", "stdlib-filtered", "json", "json-structlog", "json-stdlib"),
     ),
     Scenario("S6", "S1 with 100 or 10,000 registered message types", variants=("100", "10000")),
     Scenario("S7", "S3 from 8 threads sharing one bus (CPU time per operation)"),
@@ -85,6 +85,8 @@ VARIANT_LABELS = {
     "filtered": "logs filtered out",
     "stdlib-filtered": "logs filtered out (stdlib)",
     "json": "JSON lines to a file",
+    "json-stdlib": "JSON lines to a file, through logging",
+    "json-structlog": "the same line by structlog alone (no bus)",
     "100": "100 types",
     "10000": "10,000 types",
 }

@@ -140,12 +140,14 @@ def targets(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     else:
         add(name, None, "S1 or S5[filtered] missing from this run", "filtered logging")
     name = f"S5: a logged attempt (JSON line with the payload) <= {LOGGED_ATTEMPT_MAX_US:g} us"
+    alone = _median(records, "S5", "messagebus", "json-structlog")
     if logged and filtered:
         cost = (logged - filtered) / 1000
         add(
             name,
             cost <= LOGGED_ATTEMPT_MAX_US,
-            f"{cost:.2f} us ({logged:,.0f} - {filtered:,.0f} ns)",
+            f"{cost:.2f} us ({logged:,.0f} - {filtered:,.0f} ns)"
+            + (f"; structlog alone writes the same line in {alone / 1000:.2f} us" if alone else ""),
             "logged attempt",
         )
     else:
@@ -181,16 +183,24 @@ def targets(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     else:
         add(name, None, "S8 of messagebus or of the hand-written floor missing from this run", "S8")
 
+    # Each bus is measured against its own floor (a direct call; an await of
+    # the same handler as a coroutine), and the async bus's ratio to its floor
+    # is compared with the sync bus's: an await costs ~3x a call here, and the
+    # async bus cannot be quicker than an await.
     pairs = [
-        (scenario, asyn / sync)
+        (scenario, (asyn / async_floor) / (sync / sync_floor), asyn / sync)
         for scenario in ("S1", "S2", "S3", "S4")
         if (sync := _median(records, scenario, "messagebus"))
         and (asyn := _median(records, scenario, "messagebus-async"))
+        and (sync_floor := _median(records, scenario, "floor"))
+        and (async_floor := _median(records, scenario, "floor-async"))
     ]
-    name = f"async bus within {ASYNC_VS_SYNC_MAX}x of the sync bus (S1-S4)"
+    name = f"async bus within {ASYNC_VS_SYNC_MAX}x of the sync bus (S1-S4, each against its floor)"
     if pairs:
-        worst = max(ratio for _, ratio in pairs)
-        detail = ", ".join(f"{scenario} {ratio:.2f}x" for scenario, ratio in pairs)
+        worst = max(ratio for _, ratio, _ in pairs)
+        detail = ", ".join(
+            f"{scenario} {ratio:.2f}x (raw {raw:.2f}x)" for scenario, ratio, raw in pairs
+        )
         add(name, worst <= ASYNC_VS_SYNC_MAX, detail, "async vs sync")
     else:
         reasons = [

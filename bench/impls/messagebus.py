@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import os
 import subprocess
@@ -17,6 +19,8 @@ from bench._api import Case, NotApplicable, expect
 from bench.impls import _mbapp as app
 from bench.impls._domain import ORDERID, QTY, SKU
 from messagebus import Command, MessageBus, Registry
+from messagebus.logging import configure_logging, reset_logging
+from messagebus.messages import new_message_id
 from messagebus.testing import FakeUnitOfWork, InMemoryRepository
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,24 +76,67 @@ def configure_logs(variant: str | None) -> Any:
             cache_logger_on_first_use=True,
         )
         return None
-    if variant == "json":
+    if variant in ("json", "json-stdlib", "json-structlog"):
+        # As the docs show: configure_logging() to a file, through the standard
+        # library's logging (its default) or with structlog writing the lines itself.
         fd, name = tempfile.mkstemp(prefix="messagebus-bench-", suffix=".jsonl")
-        stream = os.fdopen(fd, "w")
-        structlog.configure(
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                structlog.processors.JSONRenderer(),
-            ],
-            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-            logger_factory=structlog.WriteLoggerFactory(file=stream),
-            cache_logger_on_first_use=True,
-        )
-        return stream, name
+        os.close(fd)
+        configure_logging(json=True, path=name, stdlib=variant == "json-stdlib")
+        return name
     raise NotApplicable(f"unknown logging variant {variant!r}")
 
 
-LOG_NOTE = "add_log_level, TimeStamper(iso, utc), JSONRenderer, WriteLoggerFactory"
+def structlog_alone(cleanup: Any) -> Case:
+    """S5's JSON line of one attempt, written by structlog alone: no bus, the same fields.
+
+    What the logged attempt would cost if messagebus added nothing to structlog's
+    own processing and writing of the line.
+    """
+    cmd = app.Allocate(ORDERID, SKU, QTY)
+    registry = Registry()
+    registry.register(app.allocate, uow=False)
+    serializer = MessageBus(registry).serializer
+    message_id = str(new_message_id())
+    logger = structlog.get_logger("messagebus").bind(
+        message_name="Allocate",
+        message_kind="command",
+        message_version=1,
+        handler="bench.impls._mbapp.allocate",
+    )
+    namespace = {
+        "logger": logger,
+        "message_id": message_id,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "dump_payload": serializer.dump_payload,
+        "cmd": cmd,
+    }
+    # The fields are made per line, as the bus makes them (the ids as text,
+    # the payload dumped): only the bus's own work is left out.
+    stmt = (
+        'logger.info("message_handled", outcome="succeeded", message_id=message_id, '
+        "correlation_id=message_id, causation_id=None, created_at=created_at, attempt=1, "
+        "duration_ms=0.001, payload=dump_payload(cmd, redact=True))"
+    )
+
+    def check() -> None:
+        exec(stmt, namespace)
+        with open(cleanup, encoding="utf-8") as log:
+            line = json.loads(log.readlines()[-1])
+        expect(line["payload"], {"orderid": ORDERID, "sku": SKU, "qty": QTY}, "the line's payload")
+
+    return Case(
+        stmt,
+        namespace,
+        check=check,
+        teardown=log_teardown(cleanup),
+        note="structlog alone: the line of one attempt, no bus (same configuration)",
+    )
+
+
+LOG_NOTES = {
+    "json": "configure_logging(json=True, path=..., stdlib=False), orjson installed",
+    "json-stdlib": "configure_logging(json=True, path=...): structlog through logging",
+}
 
 
 def _s6_bus(count: int) -> tuple[MessageBus, Command[str]]:
@@ -117,17 +164,18 @@ def log_teardown(cleanup: Any) -> Any:
     """What closes and removes S5's log file, if the scenario made one."""
     if cleanup is None:
         return None
-    stream, name = cleanup
 
     def teardown() -> None:
-        stream.close()
-        os.unlink(name)
+        reset_logging()
+        os.unlink(cleanup)
 
     return teardown
 
 
 def setup(scenario: str, variant: str | None) -> Case:
     cleanup = configure_logs(variant if scenario == "S5" else None)
+    if scenario == "S5" and variant == "json-structlog":
+        return structlog_alone(cleanup)
     if scenario == "S8":
         from bench.impls import _allocation
 
@@ -174,5 +222,5 @@ def setup(scenario: str, variant: str | None) -> Case:
         calls_per_op=calls,
         check=check,
         teardown=log_teardown(cleanup),
-        note=LOG_NOTE if variant == "json" and scenario == "S5" else None,
+        note=LOG_NOTES.get(variant or "") if scenario == "S5" else None,
     )

@@ -15,7 +15,7 @@ import messagebus
 from bench._api import Case, NotApplicable, NotAvailableYet, expect
 from bench.impls import _mbapp as app
 from bench.impls._domain import ORDERID, QTY, SKU
-from bench.impls.messagebus import configure_logs, log_teardown
+from bench.impls.messagebus import configure_logs, log_teardown, structlog_alone
 from bench.impls.messagebus import versions as project_versions
 from messagebus import Command, Registry
 
@@ -48,6 +48,8 @@ def setup(scenario: str, variant: str | None) -> Case:
     if scenario == "S7":
         raise NotApplicable("S7 shares a bus between threads; the async bus is shared by tasks")
     cleanup = configure_logs(variant if scenario == "S5" else None)
+    if scenario == "S5" and variant == "json-structlog":
+        return structlog_alone(cleanup)
     if scenario == "S8":
         from bench.impls import _allocation
 
