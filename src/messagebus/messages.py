@@ -265,8 +265,8 @@ def _id_from_sequence(sequence: int) -> uuid.UUID:
 
 def _id_text_from_sequence(sequence: int) -> str:
     """``str(_id_from_sequence(sequence))``, without making the UUID (for log lines)."""
-    low = "%016x" % ((_base ^ ((sequence * _SPREAD) & _LOW_BITS)) & 0xFFFF_FFFF_FFFF_FFFF)
-    return f"{_id_text_prefix}{low[:4]}-{low[4:]}"
+    low = (_base ^ ((sequence * _SPREAD) & _LOW_BITS)) & 0xFFFF_FFFF_FFFF_FFFF
+    return f"{_id_text_prefix}{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}"
 
 
 def new_message_id() -> uuid.UUID:
