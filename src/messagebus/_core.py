@@ -8,10 +8,12 @@ decided here, once. The sync bus (and an async one) only drive these plans.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime
 import functools
 import logging
+import sys
 import time
 import traceback
 import types
@@ -302,14 +304,19 @@ class AttemptLog:
 
     def store_failed(self, letter: DeadLetter) -> None:
         """The dead-letter store refused a letter: log all of it, so nothing is lost."""
-        self._logger.exception(
-            "dead_letter_store_failed",
-            message_name=letter.message_name,
-            handler=letter.handler,
-            payload=letter.payload,
-            metadata=letter.metadata,
-            error=letter.error,
-        )
+        try:
+            self._logger.exception(
+                "dead_letter_store_failed",
+                message_name=letter.message_name,
+                handler=letter.handler,
+                payload=letter.payload,
+                metadata=letter.metadata,
+                error=letter.error,
+            )
+        except Exception as exc:  # nor logged: the letter goes to stderr, whole
+            _unwritable("dead_letter_store_failed", exc)
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"messagebus: the dead letter: {letter!r}\n")
 
     def prepare(self, handler: HandlerPlan) -> None:
         """Give the handler a logger with the fields of all its attempts bound."""
@@ -355,17 +362,20 @@ class AttemptLog:
                 payload: Any = self._serializer.dump_payload(message, redact=True)
             except Exception:  # a log line must never break handling
                 payload = repr(message)
-            handler.logger.info(
-                EVENT_SUCCEEDED,
-                outcome="succeeded",
-                message_id=message_id,
-                correlation_id=correlation_id,
-                causation_id=causation_id,
-                created_at=created_at,
-                attempt=attempt,
-                duration_ms=int((_perf_counter() - started) * 1e6) / 1000.0,
-                payload=payload,
-            )
+            try:
+                handler.logger.info(
+                    EVENT_SUCCEEDED,
+                    outcome="succeeded",
+                    message_id=message_id,
+                    correlation_id=correlation_id,
+                    causation_id=causation_id,
+                    created_at=created_at,
+                    attempt=attempt,
+                    duration_ms=int((_perf_counter() - started) * 1e6) / 1000.0,
+                    payload=payload,
+                )
+            except Exception as exc:  # the attempt succeeded (and committed) all the same
+                _unwritable(EVENT_SUCCEEDED, exc)
         if self._listeners:
             self._tell(handler, envelope, attempt, started, "succeeded")
 
@@ -378,13 +388,16 @@ class AttemptLog:
         error: BaseException,
         wait: float,
     ) -> None:
-        handler.logger.warning(
-            EVENT_RETRYING,
-            outcome="retrying",
-            error=f"{type(error).__qualname__}: {error}",
-            retry_in_s=round(wait, 3),
-            **self._fields(envelope, attempt, started),
-        )
+        try:
+            handler.logger.warning(
+                EVENT_RETRYING,
+                outcome="retrying",
+                error=f"{type(error).__qualname__}: {error}",
+                retry_in_s=round(wait, 3),
+                **self._fields(envelope, attempt, started),
+            )
+        except Exception as exc:
+            _unwritable(EVENT_RETRYING, exc)
         if self._listeners:
             self._tell(handler, envelope, attempt, started, "retrying", error)
 
@@ -396,15 +409,32 @@ class AttemptLog:
         started: float | None,
         error: BaseException,
     ) -> None:
-        handler.logger.error(
-            EVENT_FAILED,
-            outcome="failed",
-            error=f"{type(error).__qualname__}: {error}",
-            exc_info=error,
-            **self._fields(envelope, attempt, started),
-        )
+        try:
+            handler.logger.error(
+                EVENT_FAILED,
+                outcome="failed",
+                error=f"{type(error).__qualname__}: {error}",
+                exc_info=error,
+                **self._fields(envelope, attempt, started),
+            )
+        except Exception as exc:
+            _unwritable(EVENT_FAILED, exc)
         if self._listeners:
             self._tell(handler, envelope, attempt, started, "failed", error)
+
+
+def _unwritable(event: str, error: Exception) -> None:
+    """A log line could not be written (a processor raised, the file is closed).
+
+    Handling goes on as if it had been: the attempt's outcome does not depend
+    on its log line. As the standard library's ``Handler.handleError`` does,
+    say so on stderr, the last place left.
+    """
+    with contextlib.suppress(Exception):  # no stderr either: nothing left to tell
+        sys.stderr.write(
+            f"messagebus: could not write the log line {event!r}: "
+            f"{type(error).__qualname__}: {error}\n"
+        )
 
 
 class _WithFields:

@@ -539,3 +539,90 @@ def test_a_logger_without_bind_gets_every_field_of_every_attempt(h: Harness) -> 
             "handler": f"{__name__}.test_a_logger_without_bind_gets_every_field_of_every_attempt"
             ".<locals>.allocate",
         }.items() <= fields.items()
+
+
+def test_a_log_line_that_cannot_be_written_changes_no_outcome(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A processor that raises, or a log file closed under a bus built before:
+    # the attempt succeeded (and committed) all the same, its events follow.
+    def broken(logger: Any, method: str, event: Any) -> Any:
+        raise OSError("the log file is closed")
+
+    logger = structlog.wrap_logger(structlog.PrintLogger(), processors=[broken])
+    handled: list[str] = []
+    attempts: list[int] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise TimeoutError("busy")  # retried: a retry line, then a success line
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated) -> None:
+        handled.append(event.sku)
+        raise ValueError("bug")  # given up on: a failure line
+
+    h.build(logger=logger, uow=None)
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert ["lamp"] == handled
+    err = capsys.readouterr().err
+    for event in ("message_attempt_failed", "message_handled", "message_failed"):
+        assert f"messagebus: could not write the log line '{event}': OSError" in err
+
+
+class RefusingStore(InMemoryDeadLetters):
+    """A dead-letter store that is down."""
+
+    def add(self, letter: Any) -> None:
+        raise ConnectionError("the store is down")
+
+
+def test_a_letter_the_store_refuses_is_logged_whole_and_handling_goes_on(h: Harness) -> None:
+    handled: list[str] = []
+
+    @h.register(uow=False)
+    def broken(event: Allocated) -> None:
+        raise ValueError("bug")
+
+    @h.register(uow=False)
+    def fine(event: Allocated) -> None:
+        handled.append(event.sku)
+
+    with structlog.testing.capture_logs() as logs:
+        h.build(uow=None, dead_letters=RefusingStore())
+        h.handle(Allocated("lamp"))
+
+    assert ["lamp"] == handled
+    (refused,) = [line for line in logs if line["event"] == "dead_letter_store_failed"]
+    assert {
+        "message_name": "Allocated",
+        "handler": f"{__name__}.test_a_letter_the_store_refuses_is_logged_whole_and_handling"
+        "_goes_on.<locals>.broken",
+        "payload": {"sku": "lamp", "n": 0},
+        "error": "ValueError: bug",
+    }.items() <= refused.items()
+
+
+def test_a_refused_letter_that_cannot_be_logged_either_goes_to_stderr(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken_processor(logger: Any, method: str, event: Any) -> Any:
+        raise OSError("the log file is closed")
+
+    @h.register(uow=False)
+    def broken(event: Allocated) -> None:
+        raise ValueError("bug")
+
+    logger = structlog.wrap_logger(structlog.PrintLogger(), processors=[broken_processor])
+    h.build(uow=None, dead_letters=RefusingStore(), logger=logger)
+    h.handle(Allocated("lamp"))
+
+    err = capsys.readouterr().err
+    assert "could not write the log line 'dead_letter_store_failed'" in err
+    assert "messagebus: the dead letter: DeadLetter(message_name='Allocated'" in err
+    assert "'sku': 'lamp'" in err
