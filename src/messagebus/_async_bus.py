@@ -146,11 +146,14 @@ class AsyncMessageBus(BusCore):
                 return outcome[0]
             bare = self._bare_events.get(message.__class__) if plan is None else None
             if bare:
+                failed_event: Envelope | None = None  # one envelope (one id) for all
                 for event_plan in bare:
                     try:
                         await event_plan.call(message)
                     except Exception as exc:
-                        await self._bare_failed(event_plan, message, exc)
+                        if failed_event is None:
+                            failed_event = [message, None, None, next_sequence(), now()]
+                        await self._bare_failed(event_plan, exc, failed_event)
                 return None
         envelope: Envelope = [message, None, metadata, next_sequence(), now()]
         if plan is None:
@@ -209,29 +212,22 @@ class AsyncMessageBus(BusCore):
                 if bare:
                     # Handled at once, in order: its handlers raise no events, and
                     # every event before it has been handled. No envelope unless one fails.
+                    failed: Envelope | None = None  # one envelope (one id) for all its handlers
                     for plan in bare:
                         try:
                             await plan.call(event)
                         except Exception as exc:
-                            await self._bare_failed(
-                                plan, event, exc, [event, parent, None, next_sequence(), now()]
-                            )
+                            if failed is None:
+                                failed = [event, parent, None, next_sequence(), now()]
+                            await self._bare_failed(plan, exc, failed)
                     continue
                 queue = deque()
             queue.append([event, parent, None, next_sequence(), now()])
         if queue:
             await self._drain(queue)
 
-    async def _bare_failed(
-        self,
-        plan: HandlerPlan,
-        message: Message,
-        error: Exception,
-        envelope: Envelope | None = None,
-    ) -> None:
+    async def _bare_failed(self, plan: HandlerPlan, error: Exception, envelope: Envelope) -> None:
         """An event handler awaited directly failed: retry it, isolated from the rest."""
-        if envelope is None:
-            envelope = [message, None, None, next_sequence(), now()]
         try:
             await retry_after(plan, plan.attempt, envelope, error, None, None, self)  # type: ignore[arg-type]
         except Exception:  # logged (and stored) as given up; isolated here
@@ -261,7 +257,7 @@ class AsyncMessageBus(BusCore):
                     try:
                         await plan.call(message)
                     except Exception as exc:
-                        await self._bare_failed(plan, message, exc, envelope)
+                        await self._bare_failed(plan, exc, envelope)
                     continue
                 try:
                     _, events = await plan.run(envelope)  # type: ignore[misc]

@@ -146,11 +146,14 @@ class MessageBus(BusCore):
         if bare:
             # As for commands: handlers that need nothing per attempt and raise
             # no events are called directly; an envelope is made only on failure.
+            failed: Envelope | None = None  # one envelope (one id) for all its handlers
             for plan in bare:
                 try:
                     plan.call(message)
                 except Exception as exc:
-                    self._bare_failed(plan, message, exc)
+                    if failed is None:
+                        failed = [message, None, None, next_sequence(), now()]
+                    self._bare_failed(plan, exc, failed)
             return
         if isinstance(message, Event):
             queue: deque[Envelope] = deque()
@@ -171,13 +174,14 @@ class MessageBus(BusCore):
                 if bare:
                     # Handled at once, in order: its handlers raise no events, and
                     # every event before it has been handled. No envelope unless one fails.
+                    failed: Envelope | None = None  # one envelope (one id) for all its handlers
                     for plan in bare:
                         try:
                             plan.call(event)
                         except Exception as exc:
-                            self._bare_failed(
-                                plan, event, exc, [event, parent, None, next_sequence(), now()]
-                            )
+                            if failed is None:
+                                failed = [event, parent, None, next_sequence(), now()]
+                            self._bare_failed(plan, exc, failed)
                     continue
                 queue = deque()
             queue.append([event, parent, None, next_sequence(), now()])
@@ -193,7 +197,7 @@ class MessageBus(BusCore):
                 try:
                     plan.call(message)
                 except Exception as exc:
-                    self._bare_failed(plan, message, exc, envelope)
+                    self._bare_failed(plan, exc, envelope)
                 continue
             try:
                 _, events = plan.run(envelope)
@@ -225,16 +229,8 @@ class MessageBus(BusCore):
             self._dispatch(events, envelope)
         return result
 
-    def _bare_failed(
-        self,
-        plan: HandlerPlan,
-        message: Message,
-        error: Exception,
-        envelope: Envelope | None = None,
-    ) -> None:
+    def _bare_failed(self, plan: HandlerPlan, error: Exception, envelope: Envelope) -> None:
         """An event handler called directly failed: retry it, isolated from the rest."""
-        if envelope is None:
-            envelope = [message, None, None, next_sequence(), now()]
         try:
             retry_after(plan, plan.attempt, envelope, error, None, None, self)
         except Exception:  # logged (and stored) as given up; isolated here

@@ -134,12 +134,37 @@ def plan_call(
                 )
                 raise unresolved(f"no dependency is named {name!r}{by_type}")
     call = functools.partial(handler, **fixed) if fixed else handler
-    leading = [index for index, _ in per_attempt] == list(range(len(per_attempt))) and all(
-        parameters[index].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-        for index, _ in per_attempt
+    leading = (
+        _forwards_positional_arguments(handler)
+        and [index for index, _ in per_attempt] == list(range(len(per_attempt)))
+        and all(
+            parameters[index].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            for index, _ in per_attempt
+        )
     )
     positional = tuple(name for _, name in per_attempt) if leading else ()
     return CallPlan(call, uow_parameter, context_parameter, metadata_parameter, positional)
+
+
+def _forwards_positional_arguments(handler: Callable[..., Any]) -> bool:
+    """Whether the handler's parameters, as inspected, are those it is called with.
+
+    A decorated handler's signature is its wrapped function's (``functools.wraps``);
+    a wrapper that forwards ``*args`` passes positional arguments on as they
+    come, and one that takes ``(message, **kwargs)`` does not: it is given keywords.
+    """
+    target: Any = handler
+    while hasattr(target, "__wrapped__") or hasattr(target, "__signature__"):
+        try:
+            outer = inspect.signature(target, follow_wrapped=False).parameters.values()
+        except (TypeError, ValueError):  # pragma: no cover - inspected once already
+            return False
+        if not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in outer):
+            return False
+        if not hasattr(target, "__wrapped__"):  # a signature of its own, and *args
+            return True
+        target = target.__wrapped__
+    return True
 
 
 def _matches_by_type(annotation: Any, dependencies: Mapping[str, object]) -> list[str]:

@@ -123,7 +123,10 @@ def configure_logging(
             the lines itself, several times quicker: ``level`` is then fixed
             when this is called, the lines have no ``logger`` field, and the
             root logger is left alone (records of other libraries go where
-            they went before). JSON is rendered by orjson when it is installed.
+            they went before). JSON is rendered by orjson when it is installed
+            (then values JSON has no type for, bound by an application, are
+            written as orjson writes them, an enum or a UUID as its value,
+            rather than as their ``repr``).
 
     Returns:
         The handler installed on the root logger (None when ``stdlib`` is
@@ -137,11 +140,13 @@ def configure_logging(
     """
     if stream is not None and path is not None:
         raise TypeError("configure_logging() takes a stream or a path, not both")
-    _close_direct_file()
+    number = _level_number(level)  # checked before anything is undone
     if not stdlib:
+        _close_direct_file()
         _uninstall(logging.getLogger())
-        _configure_direct(json, _level_number(level), stream, path, processors, cache_loggers)
+        _configure_direct(json, number, stream, path, processors, cache_loggers)
         return None
+    _close_direct_file()
     handler: logging.Handler
     if path is not None:
         handler = logging.FileHandler(os.fspath(path), encoding="utf-8")
@@ -181,7 +186,7 @@ def configure_logging(
     previous_level = _uninstall(root)
     setattr(handler, _OWNED, previous_level)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(number)
 
     structlog.configure(
         processors=[

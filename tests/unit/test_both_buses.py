@@ -6,6 +6,8 @@ Each test is written once, with plain functions as handlers, and runs on a
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -626,3 +628,59 @@ def test_a_refused_letter_that_cannot_be_logged_either_goes_to_stderr(
     assert "could not write the log line 'dead_letter_store_failed'" in err
     assert "messagebus: the dead letter: DeadLetter(message_name='Allocated'" in err
     assert "'sku': 'lamp'" in err
+
+
+def test_every_handler_of_an_event_sees_its_one_id_even_when_called_directly(
+    h: Harness,
+) -> None:
+    store = InMemoryDeadLetters()
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def first(event: Allocated) -> None:
+        raise ValueError("bug")
+
+    @h.register(uow=False)
+    def second(event: Allocated) -> None:
+        raise ValueError("bug")
+
+    h.build(logger=_quiet_logger(), uow=None, dead_letters=store)
+    h.handle(Allocate("lamp"))  # an event raised by a command
+    h.handle(Allocated("sofa"))  # an event handled at the root
+
+    lamp_1, lamp_2, sofa_1, sofa_2 = (letter.metadata["message_id"] for letter in store.letters)
+    assert lamp_1 == lamp_2
+    assert sofa_1 == sofa_2
+    assert lamp_1 != sofa_1
+
+
+def keywords_only(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator whose wrapper takes the message and keywords: its signature is the handler's."""
+
+    @functools.wraps(handler)
+    def wrapper(message: Any, **dependencies: Any) -> Any:
+        return handler(message, **dependencies)
+
+    return wrapper
+
+
+def test_a_decorated_handler_that_takes_keywords_gets_its_context_and_uow_as_keywords(
+    h: Harness,
+) -> None:
+    @h.register(uow=False)
+    @keywords_only
+    def allocate(cmd: Allocate, context: Context) -> str:
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register
+    @keywords_only
+    def on_allocated(event: Allocated, uow: Any) -> None:
+        uow.products.add(Product(event.sku))  # committed by the bus
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert "lamp" == h.products.get("lamp").sku

@@ -452,3 +452,14 @@ def test_switching_between_direct_and_stdlib_undoes_the_other(tmp_path: Path) ->
 def test_an_unknown_level_name_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="unknown log level 'LOUD'"):
         configure_logging(level="LOUD", stdlib=False)
+
+
+def test_an_unknown_level_undoes_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
+
+    with pytest.raises(ValueError, match="unknown log level 'verbose'"):
+        configure_logging(json=True, path=log, level="verbose", stdlib=False)
+    structlog.get_logger().info("still written")
+
+    assert ["still written"] == [line["event"] for line in json_lines(log.read_text())]
