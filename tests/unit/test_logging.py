@@ -463,3 +463,23 @@ def test_an_unknown_level_undoes_nothing(tmp_path: Path) -> None:
     structlog.get_logger().info("still written")
 
     assert ["still written"] == [line["event"] for line in json_lines(log.read_text())]
+
+
+def test_a_short_write_is_finished_so_no_line_is_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    write = os.write
+
+    def short_write(fd: int, data: bytes) -> int:  # as a signal or a full pipe may
+        return write(fd, data[:7])
+
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
+    monkeypatch.setattr(os, "write", short_write)
+    structlog.get_logger().info("long enough to take several writes", n=1)
+    monkeypatch.setattr(os, "write", write)
+
+    (line,) = json_lines(log.read_text(encoding="utf-8"))
+    assert "long enough to take several writes" == line["event"]
