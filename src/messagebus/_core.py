@@ -355,24 +355,11 @@ class AttemptLog:
     ) -> None:
         info = self._info
         if info() if callable(info) else info:
-            # The fields of _fields(), written out: the line of every success.
-            message_id, correlation_id, causation_id, created_at = log_ids(envelope)
-            message = envelope[MESSAGE]
-            try:
-                payload: Any = self._serializer.dump_payload(message, redact=True)
-            except Exception:  # a log line must never break handling
-                payload = repr(message)
             try:
                 handler.logger.info(
                     EVENT_SUCCEEDED,
                     outcome="succeeded",
-                    message_id=message_id,
-                    correlation_id=correlation_id,
-                    causation_id=causation_id,
-                    created_at=created_at,
-                    attempt=attempt,
-                    duration_ms=int((_perf_counter() - started) * 1e6) / 1000.0,
-                    payload=payload,
+                    **self._fields(envelope, attempt, started),
                 )
             except Exception as exc:  # the attempt succeeded (and committed) all the same
                 _unwritable(EVENT_SUCCEEDED, exc)
