@@ -26,7 +26,7 @@ from ._registry import Registry
 from .exceptions import ConfigurationError, NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
 from .observe import DeadLetterStore, Listener
-from .retry import RetryPolicy, uses_clock
+from .retry import RetryPolicy
 
 __all__ = ["AsyncMessageBus"]
 
@@ -107,19 +107,7 @@ class AsyncMessageBus(BusCore):
                     "function: make it `async def` (do blocking work inside it with "
                     "`await asyncio.to_thread(...)`), or use MessageBus"
                 )
-            plan.run = self._make_run(plan)  # type: ignore[assignment]
-            plan.attempt = make_attempt(plan)  # type: ignore[assignment]
-            plan.bare = (
-                self._gate is False
-                and plan.uow_factory is None
-                and not plan.plan.per_attempt
-                and not uses_clock(plan.policy.stop)
-                and not self._listeners
-            )
-        # The event types whose every handler is bare, with those handlers.
-        self._bare_events = {
-            t: ps for t, ps in self._events.items() if ps and all(p.bare for p in ps)
-        }
+            plan.run = self._make_run(plan)
 
     @overload
     async def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
@@ -142,7 +130,7 @@ class AsyncMessageBus(BusCore):
                 except Exception as exc:
                     error = exc
                 failed: Envelope = [message, None, None, next_sequence(), now()]
-                outcome = await retry_after(plan, plan.attempt, failed, error, None, None, self)  # type: ignore[arg-type]
+                outcome = await retry_after(plan, failed, error, self)
                 return outcome[0]
             bare = self._bare_events.get(message.__class__) if plan is None else None
             if bare:
@@ -167,21 +155,13 @@ class AsyncMessageBus(BusCore):
         if plan.quiet:
             # As plan.run(envelope) would, one await shorter.
             try:
-                result, events = await plan.attempt(envelope)  # type: ignore[misc]
+                result, events = await plan.attempt(envelope)
             except Exception as exc:
-                result, events = await retry_after(
-                    plan,
-                    plan.attempt,  # type: ignore[arg-type]
-                    envelope,
-                    exc,
-                    None,
-                    None,
-                    self,
-                )
+                result, events = await retry_after(plan, envelope, exc, self)
         else:
             if self._listeners:
                 self._notify(envelope)
-            result, events = await plan.run(envelope)  # type: ignore[misc]
+            result, events = await plan.run(envelope)
         if events:
             await self._dispatch(events, envelope)
         return result
@@ -196,7 +176,7 @@ class AsyncMessageBus(BusCore):
         try:
             if self._listeners:
                 self._notify(envelope)
-            result, events = await plan.run(envelope)  # type: ignore[misc]
+            result, events = await plan.run(envelope)
         finally:
             _redelivering.reset(token)
         if events:
@@ -229,7 +209,7 @@ class AsyncMessageBus(BusCore):
     async def _bare_failed(self, plan: HandlerPlan, error: Exception, envelope: Envelope) -> None:
         """An event handler awaited directly failed: retry it, isolated from the rest."""
         try:
-            await retry_after(plan, plan.attempt, envelope, error, None, None, self)  # type: ignore[arg-type]
+            await retry_after(plan, envelope, error, self)
         except Exception:  # logged (and stored) as given up; isolated here
             return
 
@@ -260,7 +240,7 @@ class AsyncMessageBus(BusCore):
                         await self._bare_failed(plan, exc, envelope)
                     continue
                 try:
-                    _, events = await plan.run(envelope)  # type: ignore[misc]
+                    _, events = await plan.run(envelope)
                 except Exception:  # logged as given up by run(); isolated here
                     continue
                 if events:
@@ -269,25 +249,25 @@ class AsyncMessageBus(BusCore):
                     )
 
     def _make_run(self, plan: HandlerPlan) -> Callable[[Envelope], Awaitable[tuple[Any, Any]]]:
-        attempt = make_attempt(plan)
+        attempt = plan.attempt = make_attempt(plan)
         gate = self._gate
+        gated = callable(gate)
         log = self._log
-        timed = uses_clock(plan.policy.stop)
+        timed = plan.timed
 
-        if gate is False and not timed:
-            plan.quiet = True
+        if plan.quiet:
 
             async def run_quiet(envelope: Envelope) -> tuple[Any, Any]:
                 try:
                     return await attempt(envelope)
                 except Exception as exc:
                     error = exc
-                return await retry_after(plan, attempt, envelope, error, None, None, self)
+                return await retry_after(plan, envelope, error, self)
 
             return run_quiet
 
         async def run(envelope: Envelope) -> tuple[Any, Any]:
-            logged = gate() if callable(gate) else gate
+            logged = gate() if gated else gate  # type: ignore[operator]
             first_started = monotonic() if timed else None
             started = _perf_counter() if logged else None
             try:
@@ -298,6 +278,6 @@ class AsyncMessageBus(BusCore):
                 if started is not None:
                     log.succeeded(plan, envelope, 1, started)
                 return outcome
-            return await retry_after(plan, attempt, envelope, error, started, first_started, self)
+            return await retry_after(plan, envelope, error, self, started, first_started)
 
         return run

@@ -28,14 +28,13 @@ def monotonic() -> float:
 
 def retry_after(
     plan: HandlerPlan,
-    attempt: AttemptFn,
     envelope: Envelope,
     error: Exception,
-    started: float | None,
-    first_started: float | None,
     bus: Any,
+    started: float | None = None,
+    first_started: float | None = None,
 ) -> Outcome:
-    """Go on after a failed first attempt: retry while the policy says so.
+    """Go on after a failed first attempt: retry ``plan.attempt`` while the policy says so.
 
     ``bus`` provides ``_log`` (an :class:`AttemptLog`), ``_sleep(seconds)`` and
     ``_give_up(plan, envelope, attempts, error)``.
@@ -45,6 +44,7 @@ def retry_after(
     same on tenacity's clock (``monotonic``), for time-based stops; None when
     the policy's stop does not read the clock.
     """
+    attempt: AttemptFn = plan.attempt
     log: AttemptLog = bus._log
     controller = _RetryController(
         plan.policy, monotonic() if first_started is None else first_started, error

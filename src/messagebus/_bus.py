@@ -15,7 +15,7 @@ from ._registry import Registry
 from .exceptions import NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
 from .observe import DeadLetterStore, Listener
-from .retry import RetryPolicy, uses_clock
+from .retry import RetryPolicy
 
 __all__ = ["MessageBus"]
 
@@ -86,10 +86,6 @@ class MessageBus(BusCore):
         self._sleep = sleep
         for plan in self._plans():
             plan.run = self._make_run(plan, self._gate)
-        # The event types whose every handler is bare, with those handlers.
-        self._bare_events = {
-            t: ps for t, ps in self._events.items() if ps and all(p.bare for p in ps)
-        }
 
     @overload
     def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
@@ -125,14 +121,14 @@ class MessageBus(BusCore):
             except Exception as exc:
                 error = exc
             envelope: Envelope = [message, None, None, next_sequence(), now()]
-            return retry_after(plan, plan.attempt, envelope, error, None, None, self)[0]
+            return retry_after(plan, envelope, error, self)[0]
         envelope = [message, None, metadata, next_sequence(), now()]
         if plan.quiet:
             # As plan.run(envelope) would, one call shorter.
             try:
                 result, events = plan.attempt(envelope)
             except Exception as exc:
-                result, events = retry_after(plan, plan.attempt, envelope, exc, None, None, self)
+                result, events = retry_after(plan, envelope, exc, self)
         else:
             if self._listeners:
                 self._notify(envelope)
@@ -156,10 +152,7 @@ class MessageBus(BusCore):
                     self._bare_failed(plan, exc, failed)
             return
         if isinstance(message, Event):
-            queue: deque[Envelope] = deque()
-            self._dispatch_one(new_envelope(message, None, metadata), queue)
-            while queue:
-                self._dispatch_one(queue.popleft(), queue)
+            self._drain(deque((new_envelope(message, None, metadata),)))
             return
         if isinstance(message, Command):
             raise NoHandlerError(message)
@@ -185,6 +178,10 @@ class MessageBus(BusCore):
                     continue
                 queue = deque()
             queue.append([event, parent, None, next_sequence(), now()])
+        if queue:
+            self._drain(queue)
+
+    def _drain(self, queue: deque[Envelope]) -> None:
         while queue:
             self._dispatch_one(queue.popleft(), queue)
 
@@ -232,7 +229,7 @@ class MessageBus(BusCore):
     def _bare_failed(self, plan: HandlerPlan, error: Exception, envelope: Envelope) -> None:
         """An event handler called directly failed: retry it, isolated from the rest."""
         try:
-            retry_after(plan, plan.attempt, envelope, error, None, None, self)
+            retry_after(plan, envelope, error, self)
         except Exception:  # logged (and stored) as given up; isolated here
             return
 
@@ -254,23 +251,14 @@ class MessageBus(BusCore):
     ) -> Callable[[Envelope], tuple[Any, Any]]:
         attempt = plan.attempt = make_attempt(plan)
         log = self._log
-        # A time-based stop (stop_after_delay) must count the first attempt too,
-        # which costs a clock read on every dispatch; attempt counts need none.
-        timed = uses_clock(plan.policy.stop)
-        plan.bare = (
-            gate is False
-            and plan.uow_factory is None
-            and not plan.plan.per_attempt
-            and not timed
-            and not self._listeners
-        )
+        timed = plan.timed
 
         def run_quiet(envelope: Envelope) -> tuple[Any, Any]:
             try:
                 return attempt(envelope)
             except Exception as exc:
                 error = exc
-            return retry_after(plan, attempt, envelope, error, None, None, self)
+            return retry_after(plan, envelope, error, self)
 
         def run_quiet_timed(envelope: Envelope) -> tuple[Any, Any]:
             first_started = monotonic()
@@ -278,7 +266,7 @@ class MessageBus(BusCore):
                 return attempt(envelope)
             except Exception as exc:
                 error = exc
-            return retry_after(plan, attempt, envelope, error, None, first_started, self)
+            return retry_after(plan, envelope, error, self, None, first_started)
 
         def run_logged(envelope: Envelope) -> tuple[Any, Any]:
             first_started = monotonic() if timed else None
@@ -290,13 +278,12 @@ class MessageBus(BusCore):
             else:
                 log.succeeded(plan, envelope, 1, started)
                 return outcome
-            return retry_after(plan, attempt, envelope, error, started, first_started, self)
+            return retry_after(plan, envelope, error, self, started, first_started)
 
         if gate is True:
             return run_logged
         quiet = run_quiet_timed if timed else run_quiet
         if gate is False:
-            plan.quiet = not timed and not self._listeners
             return quiet
         enabled = gate
 

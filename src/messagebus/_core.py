@@ -28,7 +28,7 @@ from ._registry import Registration, Registry
 from .exceptions import ConfigurationError, DispatchError, MissingHandlersError, NotAMessageError
 from .messages import Command, Event, Message, message_name, message_version
 from .observe import Attempt, DeadLetter, DeadLetterStore, Listener, Outcome
-from .retry import RetryPolicy
+from .retry import RetryPolicy, uses_clock
 from .serialization import Serializer
 
 _perf_counter = time.perf_counter
@@ -47,7 +47,6 @@ class HandlerPlan:
         "bare",
         "call",
         "is_command",
-        "kind",
         "logger",
         "message_name",
         "message_version",
@@ -57,6 +56,7 @@ class HandlerPlan:
         "quiet",
         "registration",
         "run",
+        "timed",
         "uow_factory",
     )
 
@@ -76,16 +76,19 @@ class HandlerPlan:
         self.message_name = message_name(registration.message_type)
         self.message_version = message_version(registration.message_type)
         self.is_command = issubclass(registration.message_type, Command)
-        self.kind = "command" if self.is_command else "event"
+        #: A time-based stop (stop_after_delay) must count the first attempt
+        #: too, which costs a clock read on every dispatch; attempt counts need none.
+        self.timed = uses_clock(policy.stop)
         #: Set by the bus: runs every attempt of this handler for one envelope.
-        self.run: Callable[[Envelope], tuple[Any, list[Any] | tuple[()]]] = _unset
+        self.run: Callable[[Envelope], Any] = _unset
         #: Set by the bus: one attempt, without retries or logs.
-        self.attempt: Callable[[Envelope], tuple[Any, list[Any] | tuple[()]]] = _unset
-        #: Set by the bus: True when a dispatch needs neither envelope nor logs.
-        self.bare = False
-        #: Set by the bus: True when attempts are neither logged, listened to nor
-        #: timed, so that ``run`` is ``attempt`` and retries on failure.
+        self.attempt: Callable[[Envelope], Any] = _unset
+        #: Set when the bus is built: True when attempts are neither logged,
+        #: listened to nor timed, so that ``run`` is ``attempt`` and retries on failure.
         self.quiet = False
+        #: Set when the bus is built: quiet, and needing nothing per attempt (no
+        #: unit of work, context or metadata): a dispatch needs no envelope.
+        self.bare = False
         #: Set by the bus: the logger of this handler's attempts, its fields bound.
         self.logger: Any = None
 
@@ -174,10 +177,16 @@ class BusCore:
         logger = logger.bind() if hasattr(logger, "bind") else logger
         self._listeners = tuple(listeners)
         self._log = AttemptLog(logger, self._serializer, self._listeners)
+        # Attempts are timed and reported when they are logged or listened to.
+        self._gate: bool | Callable[[], bool] = True if self._listeners else self._log.info
         for plan in self._plans():
             self._log.prepare(plan)
-        # Attempts are timed and reported when they are logged or listened to.
-        self._gate: bool | Callable[[], bool] = True if self._listeners else info_gate(logger)
+            plan.quiet = self._gate is False and not plan.timed
+            plan.bare = plan.quiet and plan.uow_factory is None and not plan.plan.per_attempt
+        # The event types whose every handler is bare, with those handlers.
+        self._bare_events = {
+            t: ps for t, ps in self._events.items() if ps and all(p.bare for p in ps)
+        }
         self._dead_letters = dead_letters
         self._dead_letter_commands = dead_letter_commands
 
@@ -197,7 +206,7 @@ class BusCore:
         message = envelope[MESSAGE]
         return DeadLetter(
             message_name=plan.message_name,
-            message_version=message_version(message),
+            message_version=plan.message_version,
             payload=self._serializer.dump_payload(message),
             metadata=self._serializer.dump_metadata(metadata_of(envelope)),
             handler=plan.name,
@@ -271,7 +280,7 @@ _redelivering: contextvars.ContextVar[bool] = contextvars.ContextVar(
 class AttemptLog:
     """Writes the one log event of each handler attempt, and tells the listeners."""
 
-    __slots__ = ("_info", "_listeners", "_logger", "_serializer")
+    __slots__ = ("_listeners", "_logger", "_serializer", "info")
 
     def __init__(
         self, logger: Any, serializer: Serializer, listeners: tuple[Listener, ...]
@@ -279,7 +288,8 @@ class AttemptLog:
         self._logger = logger
         self._serializer = serializer
         self._listeners = listeners
-        self._info = info_gate(logger)
+        #: Whether successes are logged: fixed, or asked each time (see info_gate).
+        self.info = info_gate(logger)
 
     def _tell(
         self,
@@ -297,7 +307,7 @@ class AttemptLog:
             attempt=attempt,
             outcome=outcome,
             error=error,
-            duration_s=None if started is None else time.perf_counter() - started,
+            duration_s=None if started is None else _perf_counter() - started,
         )
         for listener in self._listeners:
             listener.attempt_finished(record)
@@ -322,7 +332,7 @@ class AttemptLog:
         """Give the handler a logger with the fields of all its attempts bound."""
         fields = {
             "message_name": handler.message_name,
-            "message_kind": handler.kind,
+            "message_kind": "command" if handler.is_command else "event",
             "message_version": handler.message_version,
             "handler": handler.name,
         }
@@ -353,7 +363,7 @@ class AttemptLog:
     def succeeded(
         self, handler: HandlerPlan, envelope: Envelope, attempt: int, started: float
     ) -> None:
-        info = self._info
+        info = self.info
         if info() if callable(info) else info:
             try:
                 handler.logger.info(
