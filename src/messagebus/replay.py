@@ -44,9 +44,7 @@ import asyncio
 import datetime as _dt
 import json
 import os
-import typing
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Literal
 
@@ -57,7 +55,7 @@ from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
 from .exceptions import InvalidMessageDataError, UnknownMessageError
 from .messages import Message, Metadata, message_name
-from .serialization import REDACTED, Serializer
+from .serialization import REDACTED, Serializer, _has_sensitive
 
 __all__ = [
     "LineProblem",
@@ -489,7 +487,8 @@ class _Run:
         serializer = self.serializer
         # Only a line that holds the marker at all can be a redacted one: the cheap test first.
         marked = _MARKER_BYTES in line if isinstance(line, bytes) else _MARKER in line
-        suspect = marked and _has_sensitive(serializer.names.get(name))
+        message_type: Any = serializer.names.get(name)
+        suspect = marked and message_type is not None and _has_sensitive(message_type)
         try:
             message = serializer.load_payload(name, payload, version=version)
         except UnknownMessageError:
@@ -581,43 +580,6 @@ def _metadata(record: dict[str, Any], raw_id: str, raw_causation: object) -> Met
     except ValueError as exc:
         raise _BadLine("invalid_record", str(exc)) from None
     return Metadata(message_id, correlation_id, causation_id, created_at)
-
-
-_SENSITIVE_TYPES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-
-
-def _has_sensitive(cls: type | None) -> bool:
-    """Whether a message type has a field marked sensitive, itself or in nested attrs classes."""
-    if cls is None:
-        return False
-    known = _SENSITIVE_TYPES.get(cls)
-    if known is None:
-        known = _SENSITIVE_TYPES[cls] = _sensitive_in(cls, set())
-    return known
-
-
-def _sensitive_in(cls: Any, seen: set[int]) -> bool:
-    if not attrs.has(cls) or id(cls) in seen:
-        return False
-    seen.add(id(cls))
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: the top level only
-        hints = {}
-    for field in attrs.fields(cls):
-        if field.metadata.get("messagebus_sensitive"):
-            return True
-        if any(_sensitive_in(t, seen) for t in _classes_in(hints.get(field.name))):
-            return True
-    return False
-
-
-def _classes_in(tp: Any) -> Iterator[Any]:
-    if tp is None:
-        return
-    yield tp
-    for arg in typing.get_args(tp):
-        yield from _classes_in(arg)
 
 
 def _holds_marker(value: object) -> bool:

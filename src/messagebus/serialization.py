@@ -324,15 +324,20 @@ def _redact_nested(tp: Any, value: Any) -> Any:
 @functools.cache
 def _has_sensitive(cls: Any) -> bool:
     """Whether a type has a sensitive field, itself or in an attrs class it holds."""
-    if not attrs.has(cls):
+    return _sensitive_in(cls, set())
+
+
+def _sensitive_in(cls: Any, seen: set[Any]) -> bool:
+    # ``seen``: classes that hold each other (a tree's node and its children) end the walk.
+    if not attrs.has(cls) or cls in seen:
         return False
+    seen.add(cls)
     hints = _field_types(cls)
     for field in attrs.fields(cls):
         if field.metadata.get(_SENSITIVE):
             return True
-        for inner in _nested_types(hints.get(field.name)):
-            if inner is not cls and _has_sensitive(inner):
-                return True
+        if any(_sensitive_in(inner, seen) for inner in _nested_types(hints.get(field.name))):
+            return True
     return False
 
 

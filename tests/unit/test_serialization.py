@@ -563,6 +563,36 @@ def test_sensitive_fields_are_redacted_on_request_even_when_nested() -> None:
     assert paid == serializer.load(serializer.dump(paid))  # data keeps them
 
 
+@attrs.frozen
+class Folder:
+    name: str
+    files: tuple[File, ...] = ()
+
+
+@attrs.frozen
+class File:
+    name: str
+    shortcut: Folder | None = None  # classes that hold each other, before the sensitive field
+    key: str = messagebus.sensitive(default="")
+
+
+@attrs.frozen
+class Shared(Event):
+    folder: Folder
+
+
+def test_sensitive_fields_are_found_in_classes_that_hold_each_other() -> None:
+    serializer = Serializer([Shared])
+    shared = Shared(Folder("docs", (File("a", Folder("b"), "k1"),)))
+
+    assert {
+        "folder": {
+            "name": "docs",
+            "files": [{"name": "a", "shortcut": {"name": "b", "files": []}, "key": "[redacted]"}],
+        }
+    } == serializer.dump_payload(shared, redact=True)
+
+
 def test_the_log_line_of_an_attempt_never_holds_a_sensitive_field_in_clear() -> None:
     registry = messagebus.Registry()
     registry.register(lambda event: None, message=Paid, uow=False)
