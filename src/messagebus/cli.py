@@ -269,8 +269,6 @@ def _summary(rich: Any, report: ReplayReport, log: str) -> Any:
 def _letters(args: argparse.Namespace) -> DeadLetters | AsyncDeadLetters:
     bus = _app(args)
     store = getattr(bus, "dead_letters", None)
-    if store is None:  # a bus without the public attribute keeps it here
-        store = getattr(bus, "dead_letters", None)
     if store is None:
         raise CannotStart(
             "the bus of --app keeps no dead letters: build it with dead_letters=store "

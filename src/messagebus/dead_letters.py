@@ -198,7 +198,10 @@ class InMemoryDeadLetterStore:
 
     def mark_resolved(self, letter_id: int, *, at: _dt.datetime) -> None:
         """As :meth:`ManagedDeadLetterStore.mark_resolved`."""
-        self._update(letter_id, lambda s: {"resolved_at": at, "retries": s.retries + 1})
+        self._update(
+            letter_id,
+            lambda s: {"resolved_at": at, "last_retried_at": at, "retries": s.retries + 1},
+        )
 
     def mark_retry_failed(
         self, letter_id: int, *, error: str, traceback: str, at: _dt.datetime
@@ -241,10 +244,7 @@ class InMemoryDeadLetterStore:
             stored = self._letters.get(letter_id)
             if stored is None:
                 raise DeadLetterNotFoundError(letter_id)
-            values = changes(stored)
-            if "resolved_at" in values:
-                values["last_retried_at"] = values["resolved_at"]
-            self._letters[letter_id] = attrs.evolve(stored, **values)
+            self._letters[letter_id] = attrs.evolve(stored, **changes(stored))
 
 
 def _matches(
@@ -280,10 +280,6 @@ class RetryResult:
     def ok(self) -> bool:
         """The letter is resolved (now or before)."""
         return self.outcome != "failed"
-
-
-def _is_a(value: object, cls: type) -> bool:
-    return isinstance(value, cls)
 
 
 class _Base:
@@ -414,7 +410,7 @@ class DeadLetters(_Base):
         *,
         clock: Callable[[], _dt.datetime] = _utcnow,
     ) -> None:
-        if not _is_a(bus, MessageBus):
+        if not isinstance(bus, MessageBus):
             raise TypeError(f"DeadLetters retries with a MessageBus, not {bus!r}")
         super().__init__(store, bus, clock=clock)
         self._bus = bus
@@ -461,7 +457,7 @@ class AsyncDeadLetters(_Base):
         *,
         clock: Callable[[], _dt.datetime] = _utcnow,
     ) -> None:
-        if not _is_a(bus, AsyncMessageBus):
+        if not isinstance(bus, AsyncMessageBus):
             raise TypeError(f"AsyncDeadLetters retries with an AsyncMessageBus, not {bus!r}")
         super().__init__(store, bus, clock=clock)
         self._bus = bus
