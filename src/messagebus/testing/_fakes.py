@@ -170,9 +170,22 @@ class _FakeRepositories:
 
     _views: dict[str, RepositoryView[Any]]
 
-    def _open(self, repositories: dict[str, InMemoryRepository[Any]]) -> None:
+    def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
+        super().__init__()
         tracker = typing.cast(_Tracking, self)
         self._views = {name: repo._view(repo, tracker) for name, repo in repositories.items()}
+        self.committed = 0
+        self.rolled_back = 0
+        self.closed = False
+
+    def _commit_now(self) -> None:
+        _commit_views(self._views.values())
+        self.committed += 1
+
+    def _discard(self) -> None:
+        for view in self._views.values():
+            view._working.clear()
+        self.rolled_back += 1
 
     def __getattr__(self, name: str) -> Any:
         views = self.__dict__.get("_views", {})
@@ -239,21 +252,11 @@ class FakeUnitOfWork(_FakeRepositories, AbstractUnitOfWork):
         closed: Whether it was closed.
     """
 
-    def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
-        super().__init__()
-        self._open(repositories)
-        self.committed = 0
-        self.rolled_back = 0
-        self.closed = False
-
     def _commit(self) -> None:
-        _commit_views(self._views.values())
-        self.committed += 1
+        self._commit_now()
 
     def _rollback(self) -> None:
-        for view in self._views.values():
-            view._working.clear()
-        self.rolled_back += 1
+        self._discard()
 
     def close(self) -> None:
         self.closed = True
@@ -270,21 +273,11 @@ class FakeAsyncUnitOfWork(_FakeRepositories, AbstractAsyncUnitOfWork):
     def _present(self, view: RepositoryView[Any]) -> Any:
         return AsyncRepositoryView(view)
 
-    def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
-        super().__init__()
-        self._open(repositories)
-        self.committed = 0
-        self.rolled_back = 0
-        self.closed = False
-
     async def _commit(self) -> None:
-        _commit_views(self._views.values())
-        self.committed += 1
+        self._commit_now()
 
     async def _rollback(self) -> None:
-        for view in self._views.values():
-            view._working.clear()
-        self.rolled_back += 1
+        self._discard()
 
     async def close(self) -> None:
         self.closed = True
