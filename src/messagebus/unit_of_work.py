@@ -14,7 +14,7 @@ repository hands out and collects their events.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -187,3 +187,14 @@ class AbstractAsyncUnitOfWork(_Tracking, abc.ABC):
     ) -> None:
         if exc_type is not None:
             await self.rollback()
+
+
+def _repository(unit_of_work: object, repositories: Mapping[str, Any], name: str) -> Any:
+    """A unit of work's repository called ``name``, or an AttributeError naming those it has."""
+    try:
+        return repositories[name]
+    except KeyError:
+        raise AttributeError(
+            f"{type(unit_of_work).__name__} has no repository {name!r}; "
+            f"it has: {', '.join(repositories) or 'none'}"
+        ) from None

@@ -11,6 +11,7 @@ import pytest
 from structlog.typing import EventDict
 
 from messagebus import AbstractAsyncUnitOfWork, AbstractUnitOfWork, Command, Context, Event
+from messagebus.testing import FakeAsyncUnitOfWork, FakeUnitOfWork, InMemoryRepository
 
 from ._buses import Harness
 
@@ -477,3 +478,13 @@ def test_leaving_a_with_block_by_an_exception_rolls_back() -> None:
         raise ValueError("boom")
 
     assert [(1, "rollback")] == uow.journal.entries
+
+
+@pytest.mark.parametrize("fake", [FakeUnitOfWork, FakeAsyncUnitOfWork])
+def test_a_repository_the_unit_of_work_lacks_is_named_with_those_it_has(fake: typing.Any) -> None:
+    uow = fake(products=InMemoryRepository(key=lambda p: p.sku))
+
+    with pytest.raises(
+        AttributeError, match=rf"^{fake.__name__} has no repository 'orders'; it has: products$"
+    ):
+        uow.orders  # noqa: B018

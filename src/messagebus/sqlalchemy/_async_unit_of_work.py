@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messagebus.exceptions import ConfigurationError
-from messagebus.unit_of_work import AbstractAsyncUnitOfWork
+from messagebus.unit_of_work import AbstractAsyncUnitOfWork, _repository
 
 from ._async_repository import AsyncSqlAlchemyRepository
 from ._unit_of_work import _INFO_KEY, _listen_for_flushes, check_repositories
@@ -96,14 +96,7 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
         }
 
     def __getattr__(self, name: str) -> AsyncSqlAlchemyRepository[Any]:
-        repositories = self.__dict__.get("_repositories", {})
-        try:
-            return repositories[name]  # type: ignore[no-any-return]
-        except KeyError:
-            raise AttributeError(
-                f"AsyncSqlAlchemyUnitOfWork has no repository {name!r}; "
-                f"it has: {', '.join(repositories) or 'none'}"
-            ) from None
+        return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
 
     async def _commit(self) -> None:
         await self.session.commit()

@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import InstanceState, Session, UOWTransaction
 
 from messagebus.exceptions import ConfigurationError
-from messagebus.unit_of_work import AbstractUnitOfWork
+from messagebus.unit_of_work import AbstractUnitOfWork, _repository
 
 from ._repository import SqlAlchemyRepository
 
@@ -108,14 +108,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         }
 
     def __getattr__(self, name: str) -> SqlAlchemyRepository[Any]:
-        repositories = self.__dict__.get("_repositories", {})
-        try:
-            return repositories[name]  # type: ignore[no-any-return]
-        except KeyError:
-            raise AttributeError(
-                f"SqlAlchemyUnitOfWork has no repository {name!r}; "
-                f"it has: {', '.join(repositories) or 'none'}"
-            ) from None
+        return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
 
     def _commit(self) -> None:
         self.session.commit()

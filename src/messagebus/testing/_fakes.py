@@ -10,7 +10,12 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 from messagebus.exceptions import ConcurrencyError
-from messagebus.unit_of_work import AbstractAsyncUnitOfWork, AbstractUnitOfWork, _Tracking
+from messagebus.unit_of_work import (
+    AbstractAsyncUnitOfWork,
+    AbstractUnitOfWork,
+    _repository,
+    _Tracking,
+)
 
 A = TypeVar("A")
 
@@ -188,14 +193,7 @@ class _FakeRepositories:
         self.rolled_back += 1
 
     def __getattr__(self, name: str) -> Any:
-        views = self.__dict__.get("_views", {})
-        try:
-            return self._present(views[name])
-        except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__} has no repository {name!r}; "
-                f"it has: {', '.join(views) or 'none'}"
-            ) from None
+        return self._present(_repository(self, self.__dict__.get("_views", {}), name))
 
     def _present(self, view: RepositoryView[Any]) -> Any:
         return view
