@@ -13,7 +13,7 @@ from sqlalchemy.sql import Select
 
 from messagebus.unit_of_work import AbstractAsyncUnitOfWork
 
-from ._repository import SqlAlchemyRepository, _Bound
+from ._repository import _Bound
 
 __all__ = ["AsyncSqlAlchemyRepository"]
 
@@ -65,19 +65,14 @@ class AsyncSqlAlchemyRepository(_Bound[A, AsyncSession, AbstractAsyncUnitOfWork]
     """
 
     def __init__(self, model: type[A], key: str, *, options: Iterable[ORMOption] = ()) -> None:
-        # The sync declaration checks the mapping and knows how to find by key.
-        self._declaration = SqlAlchemyRepository(model, key)
-        self.model = model
-        self.key = key
+        super().__init__(model, key)
         self.options = tuple(options)
-        self._session: AsyncSession | None = None
-        self._uow: AbstractAsyncUnitOfWork | None = None
 
     _bound_by = "an AsyncSqlAlchemyUnitOfWork"
 
     async def get(self, key: Hashable) -> A | None:
         """The aggregate whose key attribute equals ``key``, or None."""
-        if self._declaration._by_identity:
+        if self._by_identity:
             found = await self.session.get(self.model, key, options=self.options)
             return None if found is None else self._track(found)
         return await self.first(sqlalchemy.select(self.model).filter_by(**{self.key: key}))

@@ -33,6 +33,31 @@ class _Bound(Generic[A, S, U]):
     #: How errors name the unit of work that binds it.
     _bound_by = "a SqlAlchemyUnitOfWork"
 
+    def __init__(self, model: type[A], key: str) -> None:
+        mapper = sqlalchemy.inspect(model, raiseerr=False)
+        if not isinstance(mapper, Mapper):
+            raise ConfigurationError(
+                f"{model!r} is not mapped by SQLAlchemy: map it (declaratively, or with "
+                "registry.map_imperatively) before declaring its repository"
+            )
+        prop = mapper.column_attrs.get(key)
+        if prop is None:
+            raise ConfigurationError(
+                f"{model.__qualname__} has no mapped column attribute {key!r}; "
+                f"it has: {', '.join(sorted(mapper.column_attrs.keys()))}"
+            )
+        self.model = model
+        self.key = key
+        # The primary key is looked up in the identity map first: no query
+        # for an aggregate that this session has already loaded.
+        self._by_identity = (
+            len(mapper.primary_key) == 1
+            and len(prop.columns) == 1
+            and prop.columns[0] is mapper.primary_key[0]
+        )
+        self._session = None
+        self._uow = None
+
     def __repr__(self) -> str:
         bound = "bound" if self._session is not None else "unbound"
         return f"<{type(self).__qualname__}({self.model.__qualname__}, key={self.key!r}) {bound}>"
@@ -109,31 +134,6 @@ class SqlAlchemyRepository(_Bound[A, Session, AbstractUnitOfWork]):
     Raises:
         ConfigurationError: ``model`` is not mapped, or has no mapped column ``key``.
     """
-
-    def __init__(self, model: type[A], key: str) -> None:
-        mapper = sqlalchemy.inspect(model, raiseerr=False)
-        if not isinstance(mapper, Mapper):
-            raise ConfigurationError(
-                f"{model!r} is not mapped by SQLAlchemy: map it (declaratively, or with "
-                "registry.map_imperatively) before declaring its repository"
-            )
-        prop = mapper.column_attrs.get(key)
-        if prop is None:
-            raise ConfigurationError(
-                f"{model.__qualname__} has no mapped column attribute {key!r}; "
-                f"it has: {', '.join(sorted(mapper.column_attrs.keys()))}"
-            )
-        self.model = model
-        self.key = key
-        # The primary key is looked up in the identity map first: no query
-        # for an aggregate that this session has already loaded.
-        self._by_identity = (
-            len(mapper.primary_key) == 1
-            and len(prop.columns) == 1
-            and prop.columns[0] is mapper.primary_key[0]
-        )
-        self._session: Session | None = None
-        self._uow: AbstractUnitOfWork | None = None
 
     def get(self, key: Hashable) -> A | None:
         """The aggregate whose key attribute equals ``key``, or None."""
