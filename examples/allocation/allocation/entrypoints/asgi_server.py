@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import logging
 import os
 import signal
 import socket
@@ -39,35 +38,7 @@ from allocation.domain import events
 from allocation.entrypoints.fastapi_app import create_app, database_service
 from allocation.entrypoints.server import READY
 from messagebus import Serializer
-
-
-def _configure_logging() -> None:
-    shared: list[structlog.typing.Processor] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-    # Uvicorn logs through the standard library: render its records as JSON lines too.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
-            ],
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-        )
-    )
-    logging.basicConfig(handlers=[handler], level=logging.INFO, force=True)
+from messagebus.logging import configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -84,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import uvicorn  # a dependency of this entry point only
 
-    _configure_logging()
+    # JSON lines on stderr, structlog's and the web server's records alike.
+    configure_logging(json=True)
     log = structlog.get_logger("allocation.server")
     notifications: Notifications = (
         FileNotifications(args.mail_file) if args.mail_file else LogNotifications()

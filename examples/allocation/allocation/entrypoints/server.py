@@ -18,7 +18,6 @@ which is what the demo and the end-to-end tests do.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import subprocess
@@ -38,23 +37,10 @@ from allocation.bootstrap import bootstrap
 from allocation.domain import events
 from allocation.entrypoints.flask_app import create_app
 from messagebus import Serializer
+from messagebus.logging import configure_logging
 
 READY = "listening on "
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # examples/allocation
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -72,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import waitress  # type: ignore[import-untyped]  # a dependency of this entry point only
 
-    _configure_logging()
+    # JSON lines on stderr, structlog's and the web server's records alike.
+    configure_logging(json=True)
     log = structlog.get_logger("allocation.server")
     notifications: Notifications = (
         FileNotifications(args.mail_file) if args.mail_file else LogNotifications()
