@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
@@ -19,6 +19,17 @@ __all__ = ["Registration", "Registry"]
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 P = ParamSpec("P")
+
+
+class _CommandHandlerDecorator(Protocol[R]):
+    """What ``register(message=SomeCommand)`` returns: it takes a handler whose
+    result is the command's, plain or awaited (for the async bus)."""
+
+    @overload
+    def __call__(self, handler: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def __call__(self, handler: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
 
 
 def handler_name(handler: object) -> str:
@@ -143,7 +154,7 @@ class Registry:
         message: type[Command[R]],
         retry: RetryPolicy | None = None,
         uow: bool = True,
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    ) -> _CommandHandlerDecorator[R]: ...
 
     @overload
     def register(

@@ -1,5 +1,6 @@
 """The typed API as a user sees it: mypy --strict accepts tests/typing/api.py and
-rejects tests/typing/bad_handler.py with exactly the errors marked in it.
+tests/typing/async_api.py, and rejects tests/typing/bad_handler.py and
+tests/typing/bad_async_handler.py with exactly the errors marked in them.
 
 A line that mypy must reject ends with ``# E: <error code>``.
 """
@@ -96,3 +97,58 @@ def test_the_api_snippet_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert [batchref for batchref, _ in allocations] == ["b1"] * 4
     assert [causation is None for _, causation in allocations] == [False, False, True, False]
     assert namespace["batches"].get("b1").qty == 100 - 10 - 1 - 1
+
+
+# -- the async bus (DESIGN.md §9: every promise above, async) ---------------------------
+
+
+def test_mypy_accepts_the_async_api_snippet(mypy_cache: Path) -> None:
+    status, output = run_mypy(TYPING / "async_api.py", mypy_cache)
+
+    assert (0, []) == (status, output)
+
+
+def test_the_async_api_snippet_runs() -> None:
+    namespace = runpy.run_path(str(TYPING / "async_api.py"))
+
+    allocations = namespace["allocations"]
+    # Allocated by o1, o2 and o5 through the bus, and o3 given to the bus directly.
+    assert ["b1"] * 4 == [batchref for batchref, _ in allocations]
+    assert [False, False, True, False] == [causation is None for _, causation in allocations]
+    assert 100 - 10 - 1 - 1 == namespace["batches"].get("b1").qty
+
+
+@pytest.fixture(scope="module")
+def bad_async_handler(mypy_cache: Path) -> tuple[Path, int, list[str]]:
+    """mypy's verdict on tests/typing/bad_async_handler.py: the path, status and output."""
+    path = TYPING / "bad_async_handler.py"
+    return (path, *run_mypy(path, mypy_cache))
+
+
+def errors_of(output: list[str]) -> dict[tuple[int, str], str]:
+    """mypy's errors as {(line, code): message}; every output line must be one."""
+    errors = [ERROR.match(line) for line in output]
+    assert all(errors), output
+    return {(int(e["line"]), e["code"]): e["message"] for e in errors if e}
+
+
+def test_mypy_rejects_an_async_handler_that_returns_other_than_its_command_declares(
+    bad_async_handler: tuple[Path, int, list[str]],
+) -> None:
+    path, status, output = bad_async_handler
+    [marked] = expected_errors(path)
+    assert "arg-type" == marked[1]
+
+    errors = errors_of(output)
+
+    assert 1 == status
+    assert marked in errors, output
+    assert '"Callable[[Allocate], Coroutine[Any, Any, int]]"' in errors[marked]
+
+
+def test_mypy_accepts_an_async_handler_that_returns_what_its_command_declares(
+    bad_async_handler: tuple[Path, int, list[str]],
+) -> None:
+    path, _, output = bad_async_handler
+
+    assert expected_errors(path) == set(errors_of(output)), output
