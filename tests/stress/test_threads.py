@@ -126,7 +126,6 @@ def test_one_bus_shared_by_eight_threads_handles_every_event_exactly_once_per_ha
         outcomes = [future.result(timeout=120) for future in futures]
 
     all_ids = {f"t{thread}-{i}" for thread in range(THREADS) for i in range(COMMANDS_PER_THREAD)}
-    assert len(all_ids) == THREADS * COMMANDS_PER_THREAD
 
     # Every command returned its own result, to the thread that sent it.
     thread_of: dict[str, int] = {}

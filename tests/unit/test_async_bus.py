@@ -99,12 +99,13 @@ def test_a_cancelled_handle_rolls_back_dispatches_nothing_and_reaches_the_caller
     uows: list[FakeAsyncUnitOfWork] = []
     handled: list[str] = []
     started = asyncio.Event()
+    release = asyncio.Event()  # set only to free a handler that ignored its cancellation
 
     @registry.register
     async def allocate(cmd: Allocate, uow: Any) -> str:
         (await uow.products.get("lamp"))["events"].append(Allocated(cmd.orderid))
         started.set()
-        await asyncio.sleep(3600)
+        await release.wait()
         return "never"
 
     @registry.register(uow=False)
@@ -121,6 +122,11 @@ def test_a_cancelled_handle_rolls_back_dispatches_nothing_and_reaches_the_caller
         task = asyncio.create_task(bus.handle(Allocate("o1")))
         await started.wait()
         task.cancel()
+        # A bound, not a wait: a cancelled task finishes at once, so this returns at once.
+        # Should the bus swallow the cancellation, the test fails here instead of hanging.
+        done, _ = await asyncio.wait({task}, timeout=10)
+        release.set()
+        assert {task} == done
         with pytest.raises(asyncio.CancelledError):
             await task
 

@@ -411,6 +411,7 @@ def test_a_list_for_a_nested_object_says_an_object_was_expected(bus: MessageBus)
         )
 
     assert "unknown error" not in str(caught.value)
+    assert "expected an object, got list ['LAMP', 3] @ Allocate.line" in str(caught.value)
 
 
 def test_a_wrong_item_in_an_array_names_its_index(bus: MessageBus) -> None:

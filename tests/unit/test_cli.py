@@ -6,10 +6,10 @@ The applications that ``--app`` names are the factories of this module.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -357,6 +357,60 @@ def test_a_log_is_read_from_stdin_with_a_dash(
     assert 2 == len(handled("register"))
 
 
+class Stderr(io.StringIO):
+    """A captured stderr that is, or is not, a terminal (as an interactive shell's is)."""
+
+    def __init__(self, *, terminal: bool) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def stderr(monkeypatch: pytest.MonkeyPatch, *, terminal: bool) -> Stderr:
+    """Put a stderr in place; rich decides from its isatty() alone, not the environment."""
+    for name in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    stream = Stderr(terminal=terminal)
+    monkeypatch.setattr(sys, "stderr", stream)
+    return stream
+
+
+def without_control_codes(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_replay_shows_a_progress_bar_on_a_terminal(
+    log: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = stderr(monkeypatch, terminal=True)
+
+    assert 0 == main(["replay", log, *app()])
+
+    shown = without_control_codes(err.getvalue())
+    # The last frame, drawn when the whole log is read: the task, a full bar, 100%.
+    assert re.search(r"replaying ━{10,} 100%", shown), shown
+    assert "line 5: Register failed: ValueError: refused: mallory\n" in shown
+    assert "replayed" in capsys.readouterr().out  # the summary, as without a bar
+
+
+@pytest.mark.parametrize(
+    ("terminal", "options"),
+    [(True, ["--no-progress"]), (False, [])],
+    ids=["no-progress-on-a-terminal", "not-a-terminal"],
+)
+def test_replay_shows_no_progress_bar_with_no_progress_or_off_a_terminal(
+    log: str, monkeypatch: pytest.MonkeyPatch, terminal: bool, options: list[str]
+) -> None:
+    err = stderr(monkeypatch, terminal=terminal)
+
+    assert 0 == main(["replay", log, *options, *app()])
+
+    assert "line 5: Register failed: ValueError: refused: mallory\n" == err.getvalue()
+
+
 def test_a_missing_log_cannot_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert 2 == main(["replay", str(tmp_path / "nope.log"), *app()])
     assert "no log file" in capsys.readouterr().err
@@ -656,6 +710,8 @@ def test_a_bus_without_a_managed_store_cannot_start(
 def test_list_shows_when_each_letter_failed(capsys: pytest.CaptureFixture[str]) -> None:
     fail_welcomes("bob")
 
+    [stored] = STORE.list(resolved=None)
+
     main(["dead-letters", "list", *app()])
 
-    assert dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d") in capsys.readouterr().out
+    assert stored.letter.failed_at.strftime("%Y-%m-%d %H:%M:%S") in capsys.readouterr().out

@@ -1,12 +1,22 @@
 """The fakes of messagebus.testing: an in-memory repository and a fake unit of work."""
 
 import asyncio
+import inspect
 
 import attrs
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from structlog.typing import EventDict
 
 from messagebus import Command, ConcurrencyError, Event, MessageBus, Registry, Transient
+from messagebus.sqlalchemy import (
+    AsyncSqlAlchemyRepository,
+    AsyncSqlAlchemyUnitOfWork,
+    SqlAlchemyRepository,
+    SqlAlchemyUnitOfWork,
+)
 from messagebus.testing import (
     FakeAsyncUnitOfWork,
     FakeUnitOfWork,
@@ -287,3 +297,96 @@ def test_the_async_fakes_repositories_are_awaited_like_the_sqlalchemy_ones() -> 
 
     assert ["lamp", "sofa", "lamp", "sofa"] == asyncio.run(scenario())
     assert ["lamp", "sofa"] == sorted(table.keys())
+
+
+# -- the same interface as the SQLAlchemy units of work (DESIGN.md §4) ------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ProductRow(Base):
+    __tablename__ = "products"
+
+    sku: Mapped[str] = mapped_column(primary_key=True)
+    available: Mapped[int]
+
+
+#: What the bus and handlers use of a unit of work (beside its repositories, reached
+#: as attributes): the bus commits, rolls back, closes and collects the new events;
+#: repositories (an application's own, too) track what they hand out.
+UNIT_OF_WORK = {"commit", "rollback", "close", "collect_new_events", "seen", "track"}
+#: What a test checks of the fake only.
+FAKE_ONLY = {"committed", "rolled_back", "closed"}
+#: The session, for queries that no repository offers: a real database only.
+SQLALCHEMY_ONLY = {"session"}
+#: What a handler uses of a repository.
+REPOSITORY = {"add", "get", "list"}
+#: The SQLAlchemy repository's helpers for an application's own queries (a fake's own
+#: queries come from a RepositoryView subclass instead) and its declaration.
+SQLALCHEMY_REPOSITORY_ONLY = {"all", "first", "bind", "key", "model", "session"}
+
+
+def public(obj: object) -> set[str]:
+    return {name for name in dir(obj) if not name.startswith("_")}
+
+
+def shape(obj: object, names: set[str]) -> dict[str, object]:
+    """Each name's parameters and whether it is awaited; "attribute" if not callable."""
+    found: dict[str, object] = {}
+    for name in sorted(names):
+        value = getattr(obj, name)
+        if callable(value):
+            parameters = list(inspect.signature(value).parameters)
+            found[name] = (parameters, inspect.iscoroutinefunction(value))
+        else:
+            found[name] = "attribute"
+    return found
+
+
+def test_the_fake_unit_of_work_has_the_interface_of_the_sqlalchemy_one() -> None:
+    fake = FakeUnitOfWork(products=products())
+    real = SqlAlchemyUnitOfWork(
+        sessionmaker(sa.create_engine("sqlite://")),
+        products=SqlAlchemyRepository(ProductRow, key="sku"),
+    )
+    try:
+        assert UNIT_OF_WORK | FAKE_ONLY == public(fake)
+        assert UNIT_OF_WORK | SQLALCHEMY_ONLY == public(real)
+        assert shape(real, UNIT_OF_WORK) == shape(fake, UNIT_OF_WORK)
+        assert [True, True] == [callable(getattr(u, "__enter__", None)) for u in (fake, real)]
+
+        assert REPOSITORY == public(fake.products)
+        assert REPOSITORY | SQLALCHEMY_REPOSITORY_ONLY == public(real.products)
+        assert shape(real.products, REPOSITORY) == shape(fake.products, REPOSITORY)
+    finally:
+        real.close()
+
+
+def test_the_async_fake_unit_of_work_has_the_interface_of_the_sqlalchemy_one() -> None:
+    fake = FakeAsyncUnitOfWork(products=products())
+    real = AsyncSqlAlchemyUnitOfWork(
+        async_sessionmaker(create_async_engine("sqlite+aiosqlite://")),
+        products=AsyncSqlAlchemyRepository(ProductRow, key="sku"),
+    )
+    try:
+        assert UNIT_OF_WORK | FAKE_ONLY == public(fake)
+        assert UNIT_OF_WORK | SQLALCHEMY_ONLY == public(real)
+        assert shape(real, UNIT_OF_WORK) == shape(fake, UNIT_OF_WORK)
+        assert [True, True] == [callable(getattr(u, "__aenter__", None)) for u in (fake, real)]
+
+        assert REPOSITORY == public(fake.products)
+        assert REPOSITORY | SQLALCHEMY_REPOSITORY_ONLY | {"options"} == public(real.products)
+        assert shape(real.products, REPOSITORY) == shape(fake.products, REPOSITORY)
+    finally:
+        asyncio.run(real.close())
+
+    # Awaited alike: what touches the database, not what only tracks or collects.
+    awaited = {"commit", "rollback", "close", "get", "list"}
+    assert awaited == {
+        name
+        for obj, names in ((fake, UNIT_OF_WORK), (fake.products, REPOSITORY))
+        for name in names
+        if inspect.iscoroutinefunction(getattr(obj, name))
+    }

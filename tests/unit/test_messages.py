@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 import os
 import typing
 import uuid
@@ -20,6 +21,8 @@ from messagebus import (
     Event,
     Message,
     Metadata,
+    Serializer,
+    UnknownMessageError,
     message_name,
     message_version,
     messages,
@@ -148,6 +151,34 @@ def test_given_name_survives_the_slotted_class_rebuild_by_attrs() -> None:
     assert "__slots__" in Allocated.__dict__
     assert "allocation.Allocated" == message_name(Allocated)
     assert 2 == message_version(Allocated)
+
+
+def test_a_class_can_be_renamed_without_breaking_its_stored_messages() -> None:
+    stored = json.loads(json.dumps(Serializer([Allocated]).dump(Allocated("o1", "b1"))))
+
+    @attrs.frozen
+    class LineAllocated(Event, name="allocation.Allocated", version=2):
+        """Allocated, renamed in a later release of the code."""
+
+        orderid: str
+        batchref: str
+
+    loaded = Serializer([LineAllocated]).load(stored)
+
+    assert LineAllocated("o1", "b1") == loaded  # attrs compares the class and every field
+
+
+def test_a_class_renamed_without_a_given_name_no_longer_reads_its_stored_messages() -> None:
+    stored = Serializer([OutOfStock]).dump(OutOfStock("LAMP"))
+
+    @attrs.frozen
+    class RanOut(Event):
+        sku: str
+
+    with pytest.raises(UnknownMessageError) as caught:
+        Serializer([RanOut]).load(stored)
+
+    assert "OutOfStock" == caught.value.name
 
 
 def test_subclass_without_its_own_name_gets_its_own_qualified_name() -> None:

@@ -525,9 +525,21 @@ def messagebus_overrides(products, mail):
     shop.runpytest().assert_outcomes(passed=1)
 
 
-def test_recorded_sleep_returns_at_once_called_or_awaited() -> None:
+def test_recorded_sleep_returns_at_once_called_or_awaited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import asyncio
+    import time
 
+    def refuse(seconds: float) -> None:
+        raise AssertionError(f"a real sleep({seconds}) was called")
+
+    async def refuse_awaited(seconds: float, result: object = None) -> None:
+        refuse(seconds)
+
+    # Were the recorded sleep to wait really, in either form, the test would fail.
+    monkeypatch.setattr(time, "sleep", refuse)
+    monkeypatch.setattr(asyncio, "sleep", refuse_awaited)
     waits: list[float] = []
     sleep = messagebus.testing.plugin.RecordedSleep(waits)
 

@@ -240,6 +240,9 @@ def test_the_report_gives_the_line_each_message_came_from() -> None:
 
     report = replay(log, bus_for(Bank()))
 
+    assert [(1, Open("a")), (4, Deposit("a", 5))] == [
+        (replayed.line, replayed.message) for replayed in report.messages
+    ]
     for replayed in report.messages:
         line = json.loads(log[replayed.line - 1])
         assert str(replayed.metadata.message_id) == line["message_id"]

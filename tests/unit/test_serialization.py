@@ -434,9 +434,17 @@ def test_unknown_name_is_an_unknown_message_error_naming_it() -> None:
     assert "'Deallocate'" in str(caught.value)
 
 
-def test_data_naming_an_importable_function_constructs_nothing() -> None:
-    with pytest.raises(UnknownMessageError):
-        Serializer([Allocate]).load({"name": "os.system", "version": 1, "payload": {}})
+def test_data_naming_an_importable_function_constructs_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # wave.open is a function of a module that the test makes sure is not imported yet.
+    monkeypatch.delitem(sys.modules, "wave", raising=False)
+
+    with pytest.raises(UnknownMessageError) as caught:
+        Serializer([Allocate]).load({"name": "wave.open", "version": 1, "payload": {}})
+
+    assert "wave.open" == caught.value.name
+    assert "wave" not in sys.modules
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ from messagebus import (
 )
 from messagebus.testing import FakeUnitOfWork
 
+from ._buses import Harness
+
 
 @attrs.frozen
 class Allocate(Command[str]):
@@ -508,32 +510,31 @@ def test_unit_of_work_cannot_be_given_as_a_dependency() -> None:
 
 
 def test_injection_is_resolved_once_when_the_bus_is_built(
-    monkeypatch: pytest.MonkeyPatch,
+    h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = Registry()
     seen: list[object] = []
 
-    @registry.register
-    def allocate(cmd: Allocate, uow: AbstractUnitOfWork, context: Context, clock: Clock) -> str:
+    @h.register
+    def allocate(cmd: Allocate, uow: typing.Any, context: Context, clock: Clock) -> str:
         context.emit(Allocated(cmd.orderid))
         return clock.name
 
-    @registry.register
+    @h.register
     def record(event: Allocated, metadata: Metadata, prefix: str) -> None:
         seen.append(prefix + event.orderid)
 
-    bus = MessageBus(
-        registry, uow=FakeUnitOfWork, dependencies={"the_clock": Clock("utc"), "prefix": "x-"}
-    )
+    h.build(dependencies={"the_clock": Clock("utc"), "prefix": "x-"})
 
     def no_inspection(*args: object, **kwargs: object) -> typing.NoReturn:
         raise AssertionError("dispatch inspected a signature")
 
     monkeypatch.setattr(inspect, "signature", no_inspection)
+    monkeypatch.setattr(inspect.Signature, "from_callable", no_inspection)
     monkeypatch.setattr(typing, "get_type_hints", no_inspection)
 
-    assert "utc" == bus.handle(Allocate("o1"))
+    assert "utc" == h.handle(Allocate("o1"))
     assert ["x-o1"] == seen
+    assert [(1, 0, True), (1, 0, True)] == [(u.committed, u.rolled_back, u.closed) for u in h.uows]
 
 
 def test_unresolvable_annotation_of_a_dependency_does_not_prevent_registration() -> None:
