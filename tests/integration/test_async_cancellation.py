@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -18,6 +17,7 @@ import pytest
 import sqlalchemy
 import structlog
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -184,13 +184,46 @@ async def test_a_cancelled_handle_rolls_back_dispatches_nothing_and_reaches_the_
 async def test_a_handle_that_times_out_is_rolled_back_and_the_caller_gets_the_timeout(
     service: Service, engine: AsyncEngine
 ) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(service.bus.handle(Reserve("LAMP")), timeout=0.2)
+    handling = asyncio.create_task(service.bus.handle(Reserve("LAMP")))
+    await service.started.wait()  # the handler waits (forever), its row flushed
+    assert 1 == checked_out(engine)
 
-    assert service.started.is_set()
+    # A timeout that has run out by now: wait_for cancels the handle, waits for
+    # it to end (Python 3.10 to 3.13 alike), and raises TimeoutError, unless the
+    # handle swallowed the cancellation and returned.
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(handling, timeout=0)
+
+    assert handling.cancelled()
     assert [] == await stored(service)
     assert [] == service.handled
     assert 0 == checked_out(engine)
+
+
+#: How many times to ask PostgreSQL for a state it reaches at once: each time is
+#: a round trip to the server (no clock is read, nothing sleeps).
+POLLS = 10_000
+
+
+async def sleeping_backends(server: AsyncConnection) -> list[int]:
+    """The backends running the handler's ``SELECT pg_sleep(30)`` now.
+
+    ``server`` is in autocommit, so every call reads pg_stat_activity afresh (in
+    a transaction, it would see the snapshot of its first read).
+    """
+    query = "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query = :query"
+    return list(await server.scalars(sqlalchemy.text(query), {"query": "SELECT pg_sleep(30)"}))
+
+
+async def until(
+    server: AsyncConnection, condition: Callable[[list[int]], bool], failure: str
+) -> list[int]:
+    """Ask the server for the sleeping backends until ``condition`` holds of them."""
+    for _ in range(POLLS):
+        backends = await sleeping_backends(server)
+        if condition(backends):
+            return backends
+    pytest.fail(f"{failure} (after {POLLS:,} looks at pg_stat_activity)")
 
 
 @pytest.mark.integration
@@ -198,26 +231,33 @@ async def test_cancelled_while_postgresql_runs_a_statement_rolls_back_at_once(
     postgres_database: str,
 ) -> None:
     engine = create_async_engine(postgres_database)
+    monitor = create_async_engine(postgres_database, isolation_level="AUTOCOMMIT")
     try:
         async with engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
         svc = make_service(engine)
         task = asyncio.create_task(svc.bus.handle(Reserve("LAMP", wait="database")))
         await svc.started.wait()
-        await asyncio.sleep(0.1)  # inside pg_sleep(30) now
-        began = time.monotonic()
+        async with monitor.connect() as server:
+            [backend] = await until(server, bool, "the handler's pg_sleep(30) never started")
 
-        task.cancel()
+            task.cancel()
+            # At once: the server stops the statement, it does not run its 30 s out.
+            await until(
+                server,
+                lambda running: backend not in running,
+                "the server still runs pg_sleep(30) after the cancellation",
+            )
         with pytest.raises(asyncio.CancelledError):
             await task
 
-        assert time.monotonic() - began < 10  # not after the statement's 30 s
         assert [] == await stored(svc)
         assert [] == svc.handled
         assert 0 == checked_out(engine)
         assert "CHAIR" == await svc.bus.handle(Reserve("CHAIR", wait="no"))
     finally:
         await engine.dispose()
+        await monitor.dispose()
 
 
 async def test_closing_runs_to_its_end_when_cancelled_again(
