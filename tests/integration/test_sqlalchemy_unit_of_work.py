@@ -550,6 +550,50 @@ def test_a_serialisation_failure_on_postgresql_is_retried(postgres_database: str
         engine.dispose()
 
 
+@pytest.mark.integration
+def test_a_deadlock_on_postgresql_is_a_transient_error(postgres_database: str) -> None:
+    # Two transactions lock two rows in opposite orders: PostgreSQL breaks the
+    # deadlock by failing one of them (SQLSTATE 40P01), which the bus retries.
+    engine = sqlalchemy.create_engine(postgres_database)
+    update = sqlalchemy.text("UPDATE deadlock_rows SET n = n + 1 WHERE id = :id")
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text("CREATE TABLE deadlock_rows (id int PRIMARY KEY, n int)")
+            )
+            connection.execute(sqlalchemy.text("INSERT INTO deadlock_rows VALUES (1, 0), (2, 0)"))
+        both_locked = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def lock(first: int, second: int) -> None:
+            with engine.connect() as connection:
+                try:
+                    with connection.begin():
+                        # Detect it at once rather than after the default second.
+                        connection.execute(sqlalchemy.text("SET deadlock_timeout = '10ms'"))
+                        connection.execute(update, {"id": first})
+                        both_locked.wait(timeout=60)
+                        connection.execute(update, {"id": second})
+                except sqlalchemy.exc.DBAPIError as exc:
+                    errors.append(exc)
+
+        threads = [
+            threading.Thread(target=lock, args=(1, 2)),
+            threading.Thread(target=lock, args=(2, 1)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+        assert [False, False] == [thread.is_alive() for thread in threads]
+        [error] = errors
+        assert "40P01" == getattr(error, "orig", None).sqlstate  # type: ignore[union-attr]
+        assert messagebus.is_transient(error)
+    finally:
+        engine.dispose()
+
+
 # -- wiring errors ------------------------------------------------------------------------------
 
 
