@@ -16,11 +16,11 @@ import inspect
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from ._attempts_async import make_attempt, monotonic, retry_after
-from ._context import MESSAGE, Envelope, new_envelope, next_sequence, now
+from ._context import MESSAGE, Context, Envelope, new_envelope, next_sequence, now
 from ._core import BusCore, HandlerPlan, _redelivering
 from ._registry import Registry
 from .exceptions import ConfigurationError, NoHandlerError, NotAMessageError
@@ -139,31 +139,56 @@ class AsyncMessageBus(BusCore):
                     try:
                         await event_plan.call(message)
                     except Exception as exc:
-                        if failed_event is None:
-                            failed_event = [message, None, None, next_sequence(), now()]
+                        failed_event = failed_event or new_envelope(message, None, None)
                         await self._bare_failed(event_plan, exc, failed_event)
                 return None
-        envelope: Envelope = [message, None, metadata, next_sequence(), now()]
         if plan is None:
             if isinstance(message, Event):
-                queue: deque[Envelope] = deque((envelope,))
+                queue: deque[Envelope] = deque((new_envelope(message, None, metadata),))
                 await self._drain(queue)
                 return None
             if isinstance(message, Command):
                 raise NoHandlerError(message)
             raise NotAMessageError(message)
-        if plan.quiet:
+        if plan.contextual:
+            # As in MessageBus.handle: a handler that needs only its Context,
+            # awaited here; the message's id and time are fixed when first needed.
+            envelope: Envelope = [message, None, metadata, None, None]
+            context = Context(envelope, None)
+            try:
+                result = await plan.call(message, context)
+            except Exception as exc:
+                result, events = await retry_after(plan, envelope, exc, self)
+            else:
+                events = context._events
+        elif plan.quiet:
+            envelope = [message, None, metadata, next_sequence(), now()]
             # As plan.run(envelope) would, one await shorter.
             try:
                 result, events = await plan.attempt(envelope)
             except Exception as exc:
                 result, events = await retry_after(plan, envelope, exc, self)
         else:
+            envelope = [message, None, metadata, next_sequence(), now()]
             if self._listeners:
                 self._notify(envelope)
             result, events = await plan.run(envelope)
-        if events:
-            await self._dispatch(events, envelope)
+        if not events:
+            return result
+        # As _dispatch(events, envelope) would, without awaiting it (see MessageBus.handle).
+        bare_events = self._bare_events
+        for event in events:
+            bare = bare_events.get(event.__class__)
+            if not bare:
+                await self._enqueue(events, event, envelope)
+                break
+            failed_event = None  # one envelope (one id) for all its handlers
+            for event_plan in bare:
+                try:
+                    await event_plan.call(event)
+                except Exception as exc:
+                    failed_event = failed_event or new_envelope(event, envelope, None)
+                    await self._bare_failed(event_plan, exc, failed_event)
         return result
 
     async def redeliver(
@@ -183,28 +208,30 @@ class AsyncMessageBus(BusCore):
             await self._dispatch(events, envelope)
         return result
 
-    async def _dispatch(self, events: Iterable[Event], parent: Envelope) -> None:
-        queue: deque[Envelope] | None = None
+    async def _dispatch(self, events: Sequence[Event], parent: Envelope) -> None:
         bare_events = self._bare_events
         for event in events:
-            if queue is None:
-                bare = bare_events.get(event.__class__)
-                if bare:
-                    # Handled at once, in order: its handlers raise no events, and
-                    # every event before it has been handled. No envelope unless one fails.
-                    failed: Envelope | None = None  # one envelope (one id) for all its handlers
-                    for plan in bare:
-                        try:
-                            await plan.call(event)
-                        except Exception as exc:
-                            if failed is None:
-                                failed = [event, parent, None, next_sequence(), now()]
-                            await self._bare_failed(plan, exc, failed)
-                    continue
-                queue = deque()
-            queue.append([event, parent, None, next_sequence(), now()])
-        if queue:
-            await self._drain(queue)
+            bare = bare_events.get(event.__class__)
+            if not bare:
+                await self._enqueue(events, event, parent)
+                return
+            # Handled at once, in order: its handlers raise no events, and every
+            # event before it has been handled. No envelope unless one fails.
+            failed: Envelope | None = None  # one envelope (one id) for all its handlers
+            for plan in bare:
+                try:
+                    await plan.call(event)
+                except Exception as exc:
+                    failed = failed or new_envelope(event, parent, None)
+                    await self._bare_failed(plan, exc, failed)
+
+    async def _enqueue(self, events: Sequence[Event], first: Event, parent: Envelope) -> None:
+        """Handle ``events`` from ``first`` on in a queue, breadth first."""
+        # Its first occurrence is the one meant: an earlier one, of the same type,
+        # would have been queued first.
+        start = next(index for index, event in enumerate(events) if event is first)
+        queue = deque([new_envelope(event, parent, None) for event in events[start:]])
+        await self._drain(queue)
 
     async def _bare_failed(self, plan: HandlerPlan, error: Exception, envelope: Envelope) -> None:
         """An event handler awaited directly failed: retry it, isolated from the rest."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from ._attempts_sync import make_attempt, monotonic, retry_after
-from ._context import MESSAGE, Envelope, new_envelope, next_sequence, now
+from ._context import MESSAGE, Context, Envelope, new_envelope, next_sequence, now
 from ._core import BusCore, HandlerPlan, _redelivering
 from ._registry import Registry
 from .exceptions import NoHandlerError, NotAMessageError
@@ -122,19 +122,48 @@ class MessageBus(BusCore):
                 error = exc
             envelope: Envelope = [message, None, None, next_sequence(), now()]
             return retry_after(plan, envelope, error, self)[0]
-        envelope = [message, None, metadata, next_sequence(), now()]
-        if plan.quiet:
+        if plan.contextual:
+            # A handler that needs only its Context, called as its attempt would
+            # call it. The message's id and time are fixed when first needed (its
+            # metadata asked for, a raised event given an envelope, a failure).
+            envelope = [message, None, metadata, None, None]
+            context = Context(envelope, None)
+            try:
+                result = plan.call(message, context)
+            except Exception as exc:
+                result, events = retry_after(plan, envelope, exc, self)
+            else:
+                events = context._events
+        elif plan.quiet:
+            envelope = [message, None, metadata, next_sequence(), now()]
             # As plan.run(envelope) would, one call shorter.
             try:
                 result, events = plan.attempt(envelope)
             except Exception as exc:
                 result, events = retry_after(plan, envelope, exc, self)
         else:
+            envelope = [message, None, metadata, next_sequence(), now()]
             if self._listeners:
                 self._notify(envelope)
             result, events = plan.run(envelope)
-        if events:
-            self._dispatch(events, envelope)
+        if not events:
+            return result
+        # As _dispatch(events, envelope) would, without the call: the events whose
+        # handlers are all bare are handled at once, in order; from the first
+        # that is not, the rest are queued.
+        bare_events = self._bare_events
+        for event in events:
+            bare = bare_events.get(event.__class__)
+            if not bare:
+                self._enqueue(events, event, envelope)
+                break
+            failed: Envelope | None = None  # one envelope (one id) for all its handlers
+            for event_plan in bare:
+                try:
+                    event_plan.call(event)
+                except Exception as exc:
+                    failed = failed or new_envelope(event, envelope, None)
+                    self._bare_failed(event_plan, exc, failed)
         return result
 
     def _handle_other(self, message: Message, metadata: Metadata | None) -> None:
@@ -147,8 +176,7 @@ class MessageBus(BusCore):
                 try:
                     plan.call(message)
                 except Exception as exc:
-                    if failed is None:
-                        failed = [message, None, None, next_sequence(), now()]
+                    failed = failed or new_envelope(message, None, None)
                     self._bare_failed(plan, exc, failed)
             return
         if isinstance(message, Event):
@@ -158,28 +186,30 @@ class MessageBus(BusCore):
             raise NoHandlerError(message)
         raise NotAMessageError(message)
 
-    def _dispatch(self, events: Iterable[Event], parent: Envelope) -> None:
-        queue: deque[Envelope] | None = None
+    def _dispatch(self, events: Sequence[Event], parent: Envelope) -> None:
         bare_events = self._bare_events
         for event in events:
-            if queue is None:
-                bare = bare_events.get(event.__class__)
-                if bare:
-                    # Handled at once, in order: its handlers raise no events, and
-                    # every event before it has been handled. No envelope unless one fails.
-                    failed: Envelope | None = None  # one envelope (one id) for all its handlers
-                    for plan in bare:
-                        try:
-                            plan.call(event)
-                        except Exception as exc:
-                            if failed is None:
-                                failed = [event, parent, None, next_sequence(), now()]
-                            self._bare_failed(plan, exc, failed)
-                    continue
-                queue = deque()
-            queue.append([event, parent, None, next_sequence(), now()])
-        if queue:
-            self._drain(queue)
+            bare = bare_events.get(event.__class__)
+            if not bare:
+                self._enqueue(events, event, parent)
+                return
+            # Handled at once, in order: its handlers raise no events, and every
+            # event before it has been handled. No envelope unless one fails.
+            failed: Envelope | None = None  # one envelope (one id) for all its handlers
+            for plan in bare:
+                try:
+                    plan.call(event)
+                except Exception as exc:
+                    failed = failed or new_envelope(event, parent, None)
+                    self._bare_failed(plan, exc, failed)
+
+    def _enqueue(self, events: Sequence[Event], first: Event, parent: Envelope) -> None:
+        """Handle ``events`` from ``first`` on in a queue, breadth first."""
+        # Its first occurrence is the one meant: an earlier one, of the same type,
+        # would have been queued first.
+        start = next(index for index, event in enumerate(events) if event is first)
+        queue = deque([new_envelope(event, parent, None) for event in events[start:]])
+        self._drain(queue)
 
     def _drain(self, queue: deque[Envelope]) -> None:
         while queue:

@@ -12,6 +12,8 @@ from .messages import Event, Message, Metadata
 # An envelope is a list, not an object: it is made for every message the bus
 # dispatches, and a list literal costs a quarter of a class instantiation.
 # [MESSAGE, PARENT envelope or None, METADATA or None, SEQUENCE, TIMESTAMP (ns)]
+# SEQUENCE and TIMESTAMP may be None until first needed (see _stamp), for
+# the root envelope of a handler called without an attempt function.
 Envelope = list[Any]
 MESSAGE, PARENT, METADATA, SEQUENCE, TIMESTAMP = range(5)
 
@@ -20,8 +22,20 @@ now = time.time_ns
 
 
 def new_envelope(message: Message, parent: Envelope | None, metadata: Metadata | None) -> Envelope:
-    """An envelope whose id and creation time are fixed now (or given)."""
+    """An envelope whose id and creation time are fixed now (or given).
+
+    A parent's id and time are fixed first, if they were not yet, so that a
+    cause is never younger than its effects.
+    """
+    if parent is not None and parent[SEQUENCE] is None:
+        _stamp(parent)
     return [message, parent, metadata, next_sequence(), now()]
+
+
+def _stamp(envelope: Envelope) -> None:
+    """Fix the id and creation time of an envelope made without them, now."""
+    envelope[SEQUENCE] = next_sequence()
+    envelope[TIMESTAMP] = now()
 
 
 def metadata_of(envelope: Envelope) -> Metadata:
@@ -32,6 +46,8 @@ def metadata_of(envelope: Envelope) -> Metadata:
     """
     metadata: Metadata | None = envelope[METADATA]
     if metadata is None:
+        if envelope[SEQUENCE] is None:
+            _stamp(envelope)
         message_id = messages._id_from_sequence(envelope[SEQUENCE])
         created_at = messages._utc_from_ns(envelope[TIMESTAMP])
         parent = envelope[PARENT]
@@ -52,6 +68,8 @@ def log_ids(envelope: Envelope) -> tuple[str, str, str | None, str]:
     """
     metadata: Metadata | None = envelope[METADATA]
     if metadata is None and envelope[PARENT] is None:
+        if envelope[SEQUENCE] is None:
+            _stamp(envelope)
         message_id = messages._id_text_from_sequence(envelope[SEQUENCE])
         created_at = messages._iso_from_ns(envelope[TIMESTAMP])
         return message_id, message_id, None, created_at

@@ -46,6 +46,7 @@ class HandlerPlan:
         "attempt",
         "bare",
         "call",
+        "contextual",
         "is_command",
         "logger",
         "message_name",
@@ -89,6 +90,10 @@ class HandlerPlan:
         #: Set when the bus is built: quiet, and needing nothing per attempt (no
         #: unit of work, context or metadata): a dispatch needs no envelope.
         self.bare = False
+        #: Set when the bus is built: quiet, without a unit of work, and asking
+        #: for a Context only, as ``(message, context)``: called by ``handle``
+        #: itself, its first attempt needs no attempt function.
+        self.contextual = False
         #: Set by the bus: the logger of this handler's attempts, its fields bound.
         self.logger: Any = None
 
@@ -183,6 +188,11 @@ class BusCore:
             self._log.prepare(plan)
             plan.quiet = self._gate is False and not plan.timed
             plan.bare = plan.quiet and plan.uow_factory is None and not plan.plan.per_attempt
+            plan.contextual = (
+                plan.quiet
+                and plan.uow_factory is None
+                and plan.plan.positional == (plan.plan.context_parameter,)
+            )
         # The event types whose every handler is bare, with those handlers.
         self._bare_events = {
             t: ps for t, ps in self._events.items() if ps and all(p.bare for p in ps)

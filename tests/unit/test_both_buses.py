@@ -7,6 +7,7 @@ Each test is written once, with plain functions as handlers, and runs on a
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,7 @@ import pytest
 import structlog
 import tenacity
 
+import messagebus._context
 from messagebus import (
     Command,
     Context,
@@ -684,3 +686,110 @@ def test_a_decorated_handler_that_takes_keywords_gets_its_context_and_uow_as_key
 
     assert "ok" == h.handle(Allocate("lamp"))
     assert "lamp" == h.products.get("lamp").sku
+
+
+# -- a handler that needs only its Context, attempts not logged ---------------------
+# Such a handler is called by handle() itself, and its message's id and time are
+# fixed when first needed, not before the call.
+
+
+def test_a_command_whose_time_is_fixed_late_is_still_older_than_its_events(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = itertools.count(1_700_000_000_000_000_000, 1_000)
+    monkeypatch.setattr(messagebus._context, "now", lambda: next(ticks))
+    contexts: list[Context] = []
+    seen: list[Metadata] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        contexts.append(context)
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, metadata: Metadata) -> None:
+        seen.append(metadata)
+
+    h.build(logger=_quiet_logger(), uow=None)
+    assert "ok" == h.handle(Allocate("lamp"))
+
+    command = contexts[0].metadata  # asked for after the dispatch: fixed by its event
+    (event,) = seen
+    assert command.message_id == event.causation_id
+    assert command.created_at < event.created_at
+
+
+def test_a_context_handler_retried_keeps_one_id_and_only_the_last_attempts_events(
+    h: Harness,
+) -> None:
+    ids: list[UUID] = []
+    causes: list[tuple[int, UUID | None]] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        context.emit(Allocated(cmd.sku, n=len(ids)))
+        ids.append(context.metadata.message_id)
+        if len(ids) < 3:
+            raise TimeoutError("database busy")
+        return "ok"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, metadata: Metadata) -> None:
+        causes.append((event.n, metadata.causation_id))
+
+    h.build(logger=_quiet_logger(), uow=None)
+    assert "ok" == h.handle(Allocate("lamp"))
+
+    assert [ids[0]] * 3 == ids
+    assert [(2, ids[0])] == causes
+    assert 2 == len(h.waits)
+
+
+def test_a_context_handler_given_metadata_sees_it_and_its_events_name_it(h: Harness) -> None:
+    given = Metadata.new()
+    seen: list[Metadata] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        seen.append(context.metadata)
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, metadata: Metadata) -> None:
+        seen.append(metadata)
+
+    h.build(logger=_quiet_logger(), uow=None)
+    assert "ok" == h.handle(Allocate("lamp"), metadata=given)
+
+    command, event = seen
+    assert given == command
+    assert (given.message_id, given.correlation_id) == (event.causation_id, event.correlation_id)
+
+
+def test_a_context_handler_that_gives_up_is_logged_with_its_id_and_time(h: Harness) -> None:
+    lines: list[dict[str, Any]] = []
+
+    def keep(logger: Any, method: str, event: dict[str, Any]) -> str:
+        lines.append(event)
+        return ""
+
+    @h.register(uow=False, retry=RetryPolicy(stop=tenacity.stop_after_attempt(1)))
+    def allocate(cmd: Allocate, context: Context) -> str:
+        raise ValueError("bug")
+
+    logger = structlog.wrap_logger(
+        structlog.ReturnLogger(),
+        processors=[keep],
+        wrapper_class=structlog.make_filtering_bound_logger(40),
+    )
+    h.build(logger=logger, uow=None)
+    with pytest.raises(ValueError, match="bug"):
+        h.handle(Allocate("lamp"))
+
+    (failed,) = lines
+    assert "message_failed" == failed["event"]
+    assert failed["message_id"] == failed["correlation_id"]
+    assert UUID(failed["message_id"]).version == 4
+    assert failed["created_at"].endswith("+00:00")
