@@ -26,6 +26,7 @@ from ._context import MESSAGE, Envelope, log_ids, metadata_of
 from ._dependencies import CallPlan, check_dependencies, plan_call
 from ._registry import Registration, Registry
 from .exceptions import ConfigurationError, DispatchError, MissingHandlersError, NotAMessageError
+from .logging import _line_writer
 from .messages import Command, Event, Message, message_name, message_version
 from .observe import Attempt, DeadLetter, DeadLetterStore, Listener, Outcome
 from .retry import RetryPolicy, uses_clock
@@ -59,6 +60,7 @@ class HandlerPlan:
         "run",
         "timed",
         "uow_factory",
+        "write_line",
     )
 
     def __init__(
@@ -96,6 +98,9 @@ class HandlerPlan:
         self.contextual = False
         #: Set by the bus: the logger of this handler's attempts, its fields bound.
         self.logger: Any = None
+        #: Set by the bus: writes a success line as ``logger.info`` would, quicker;
+        #: None unless the logger is one that configure_logging() set up for it.
+        self.write_line: Callable[[str, dict[str, Any]], None] | None = None
 
 
 def _unset(envelope: Envelope) -> Any:  # pragma: no cover - replaced when the bus is built
@@ -349,8 +354,11 @@ class AttemptLog:
         logger = self._logger
         bind = getattr(logger, "bind", None)
         handler.logger = bind(**fields) if callable(bind) else _WithFields(logger, fields)
+        handler.write_line = _line_writer(handler.logger)
 
-    def _fields(self, envelope: Envelope, attempt: int, started: float | None) -> dict[str, Any]:
+    def _fields(
+        self, envelope: Envelope, attempt: int, started: float | None, outcome: Outcome
+    ) -> dict[str, Any]:
         """The fields of one attempt's log event, beyond those bound to the handler's logger."""
         message_id, correlation_id, causation_id, created_at = log_ids(envelope)
         try:
@@ -358,6 +366,7 @@ class AttemptLog:
         except Exception:  # a log line must never break handling
             payload = repr(envelope[MESSAGE])
         return {
+            "outcome": outcome,
             "message_id": message_id,
             "correlation_id": correlation_id,
             "causation_id": causation_id,
@@ -376,11 +385,12 @@ class AttemptLog:
         info = self.info
         if info() if callable(info) else info:
             try:
-                handler.logger.info(
-                    EVENT_SUCCEEDED,
-                    outcome="succeeded",
-                    **self._fields(envelope, attempt, started),
-                )
+                fields = self._fields(envelope, attempt, started, "succeeded")
+                write = handler.write_line
+                if write is None:
+                    handler.logger.info(EVENT_SUCCEEDED, **fields)
+                else:
+                    write(EVENT_SUCCEEDED, fields)
             except Exception as exc:  # the attempt succeeded (and committed) all the same
                 _unwritable(EVENT_SUCCEEDED, exc)
         if self._listeners:
@@ -398,10 +408,9 @@ class AttemptLog:
         try:
             handler.logger.warning(
                 EVENT_RETRYING,
-                outcome="retrying",
+                **self._fields(envelope, attempt, started, "retrying"),
                 error=f"{type(error).__qualname__}: {error}",
                 retry_in_s=round(wait, 3),
-                **self._fields(envelope, attempt, started),
             )
         except Exception as exc:
             _unwritable(EVENT_RETRYING, exc)
@@ -419,10 +428,9 @@ class AttemptLog:
         try:
             handler.logger.error(
                 EVENT_FAILED,
-                outcome="failed",
+                **self._fields(envelope, attempt, started, "failed"),
                 error=f"{type(error).__qualname__}: {error}",
                 exc_info=error,
-                **self._fields(envelope, attempt, started),
             )
         except Exception as exc:
             _unwritable(EVENT_FAILED, exc)

@@ -169,14 +169,16 @@ _last_second: tuple[int, str] = (-1, "")
 def _iso_from_ns(ns: int, utc_suffix: str = "+00:00") -> str:
     """``_utc_from_ns(ns).isoformat()`` (with another suffix for UTC if asked), quicker."""
     global _last_second
-    second = ns // 1_000_000_000
+    second, nano = divmod(ns, 1_000_000_000)
     cached_second, text = _last_second
     if cached_second != second:
         text = _dt.datetime.fromtimestamp(second, _dt.timezone.utc).isoformat()[:19]
         _last_second = (second, text)
-    micro = ns // 1000 % 1_000_000
+    micro = nano // 1000
     if micro:
-        return f"{text}.{micro:06d}{utc_suffix}"
+        # Six digits, zeros first: str() of a seventh digit's worth, less that
+        # digit, is quicker here than a format specification.
+        return f"{text}.{str(micro + 1_000_000)[1:]}{utc_suffix}"
     return text + utc_suffix
 
 
@@ -257,6 +259,7 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Window
 # An odd multiplier is a bijection on the low 62 bits: ids stay unique, and
 # consecutive ones do not look consecutive.
 _SPREAD = 0x9E3779B97F4A7C15
+_BIT_64 = 1 << 64
 
 
 def _id_from_sequence(sequence: int) -> uuid.UUID:
@@ -265,8 +268,10 @@ def _id_from_sequence(sequence: int) -> uuid.UUID:
 
 def _id_text_from_sequence(sequence: int) -> str:
     """``str(_id_from_sequence(sequence))``, without making the UUID (for log lines)."""
-    low = (_base ^ ((sequence * _SPREAD) & _LOW_BITS)) & 0xFFFF_FFFF_FFFF_FFFF
-    return f"{_id_text_prefix}{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}"
+    # hex() of the low 64 bits with a 65th set: "0x1" and exactly 16 digits,
+    # zeros kept, quicker than two format specifications.
+    digits = hex((_base ^ ((sequence * _SPREAD) & _LOW_BITS)) & 0xFFFF_FFFF_FFFF_FFFF | _BIT_64)
+    return f"{_id_text_prefix}{digits[3:7]}-{digits[7:]}"
 
 
 def new_message_id() -> uuid.UUID:

@@ -426,9 +426,13 @@ class Serializer:
                 :func:`sensitive`), in nested attrs classes too, with
                 ``"[redacted]"``: for logs, which must never hold them in clear.
         """
-        data = typing.cast(dict[str, Any], self._converter.unstructure(message))
-        message_type: Any = type(message)
-        return _redact(message_type, data) if redact and _has_sensitive(message_type) else data
+        data: dict[str, Any] = self._converter.unstructure(message)
+        if redact:
+            message_type: Any = message.__class__
+            if _has_sensitive(message_type):
+                redacted: dict[str, Any] = _redact(message_type, data)
+                return redacted
+        return data
 
     def load_payload(self, name: str, payload: object, *, version: int | None = None) -> Message:
         """Construct the registered message called ``name`` from its fields.

@@ -483,3 +483,99 @@ def test_a_short_write_is_finished_so_no_line_is_cut(
 
     (line,) = json_lines(log.read_text(encoding="utf-8"))
     assert "long enough to take several writes" == line["event"]
+
+
+def test_direct_success_lines_are_byte_for_byte_what_structlog_would_write(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, stdlib=False)
+    structlog.contextvars.bind_contextvars(request_id="r-1", message_name="shadowed")
+    try:
+        make_bus().handle(Pay("o1", 3, CARD))
+        written = log.read_text(encoding="utf-8").splitlines()
+        fields = [json.loads(line) for line in written]
+        # The same events, logged by structlog itself with the same fields.
+        for line in fields:
+            bound = {key: line[key] for key in ("message_name", "message_kind")}
+            bound |= {key: line[key] for key in ("message_version", "handler")}
+            given = {
+                key: value
+                for key, value in line.items()
+                if key not in bound and key not in ("event", "level", "timestamp", "request_id")
+            }
+            structlog.get_logger("messagebus").bind(**bound).info(line["event"], **given)
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert 4 == len(lines)
+    ours, structlogs = lines[:2], lines[2:]
+    assert [strip_timestamp(line) for line in structlogs] == [
+        strip_timestamp(line) for line in ours
+    ]
+    assert ["r-1", "r-1"] == [line["request_id"] for line in fields]
+    assert ["Pay", "Paid"] == [line["message_name"] for line in fields]
+
+
+def strip_timestamp(line: str) -> str:
+    """The line as written, but for the time it was written."""
+    head, _, tail = line.partition('"timestamp":"')
+    return head + tail.partition('"')[2]
+
+
+def test_direct_success_lines_dropped_by_a_processor_are_not_written(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, stdlib=False)
+    seen: list[str] = []
+
+    def drop_successes(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        seen.append(event["event"])
+        if event["event"] == "message_handled":
+            raise structlog.DropEvent
+        return event
+
+    # Processors changed in place, after configure_logging: they are run all the same.
+    structlog.get_config()["processors"].insert(0, drop_successes)
+    bus = make_bus()
+    bus.handle(Pay("o1", 3, CARD))
+    with pytest.raises(Declined):
+        bus.handle(Pay("o2", -1, CARD))
+
+    assert ["message_handled", "message_handled", "message_failed"] == seen
+    (failed,) = json_lines(log.read_text(encoding="utf-8"))
+    assert "message_failed" == failed["event"]
+
+
+def test_direct_lines_with_processors_of_the_application_are_written_by_structlog(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+
+    def add_service(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["service"] = "allocation"
+        return event
+
+    configure_logging(json=True, path=log, stdlib=False, processors=[add_service])
+    make_bus().handle(Pay("o1", 3, CARD))
+
+    assert ["allocation", "allocation"] == [
+        line["service"] for line in json_lines(log.read_text(encoding="utf-8"))
+    ]
+
+
+def test_direct_json_renders_a_stack_asked_for_and_leaves_other_lines_alone(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
+
+    structlog.get_logger("app").info("with_stack", stack_info=True)
+    structlog.get_logger("app").info("without", stack_info=False, exc_info=False)
+
+    with_stack, without = json_lines(log.read_text(encoding="utf-8"))
+    assert "test_direct_json_renders_a_stack_asked_for" in with_stack["stack"]
+    assert "stack_info" not in with_stack
+    assert {"event": "without", "level": "info"} == {
+        key: value for key, value in without.items() if key != "timestamp"
+    }
