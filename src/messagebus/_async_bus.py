@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from ._attempts_async import make_attempt, monotonic, retry_after
-from ._context import MESSAGE, Context, Envelope, new_envelope, next_sequence, now
+from ._context import MESSAGE, Envelope, new_context, new_envelope, next_sequence, now
 from ._core import BusCore, HandlerPlan, _redelivering
 from ._registry import Registry
 from .exceptions import ConfigurationError, NoHandlerError, NotAMessageError
@@ -154,7 +154,7 @@ class AsyncMessageBus(BusCore):
             # As in MessageBus.handle: a handler that needs only its Context,
             # awaited here; the message's id and time are fixed when first needed.
             envelope: Envelope = [message, None, metadata, None, None]
-            context = Context(envelope, None)
+            context = new_context(envelope, None)
             try:
                 result = await plan.call(message, context)
             except Exception as exc:

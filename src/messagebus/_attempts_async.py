@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from ._context import MESSAGE, Context, Envelope, metadata_of
+from ._context import MESSAGE, Envelope, metadata_of, new_context
 from ._core import AttemptLog, HandlerPlan
 from .messages import Event
 from .retry import _RetryController
@@ -89,7 +89,7 @@ def make_attempt(plan: HandlerPlan) -> AttemptFn:
         # A handler that emits events and needs nothing else: ``(message, context)``.
 
         async def context_attempt(envelope: Envelope) -> Outcome:
-            context = Context(envelope, None)
+            context = new_context(envelope, None)
             result = await call(envelope[MESSAGE], context)
             return result, context._events
 
@@ -122,7 +122,7 @@ def make_attempt(plan: HandlerPlan) -> AttemptFn:
             if uow_parameter is not None:
                 kwargs[uow_parameter] = uow
             if context_parameter is not None:
-                context = kwargs[context_parameter] = Context(envelope, uow)
+                context = kwargs[context_parameter] = new_context(envelope, uow)
             if metadata_parameter is not None:
                 kwargs[metadata_parameter] = metadata_of(envelope)
             result = await call(envelope[MESSAGE], **kwargs)

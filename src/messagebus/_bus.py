@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from ._attempts_sync import make_attempt, monotonic, retry_after
-from ._context import MESSAGE, Context, Envelope, new_envelope, next_sequence, now
+from ._context import MESSAGE, Envelope, new_context, new_envelope, next_sequence, now
 from ._core import BusCore, HandlerPlan, _redelivering
 from ._registry import Registry
 from .exceptions import NoHandlerError, NotAMessageError
@@ -127,7 +127,7 @@ class MessageBus(BusCore):
             # call it. The message's id and time are fixed when first needed (its
             # metadata asked for, a raised event given an envelope, a failure).
             envelope = [message, None, metadata, None, None]
-            context = Context(envelope, None)
+            context = new_context(envelope, None)
             try:
                 result = plan.call(message, context)
             except Exception as exc:
