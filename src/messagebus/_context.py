@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Any
 
@@ -33,9 +35,24 @@ def new_envelope(message: Message, parent: Envelope | None, metadata: Metadata |
 
 
 def _stamp(envelope: Envelope) -> None:
-    """Fix the id and creation time of an envelope made without them, now."""
-    envelope[SEQUENCE] = next_sequence()
-    envelope[TIMESTAMP] = now()
+    """Fix the id and creation time of an envelope made without them, now, once.
+
+    A handler may hand its context to threads of its own, which may ask for
+    the metadata at the same time: the first fixes them, the others wait and
+    see the same. The time is written first, so that whoever sees the
+    sequence number without the lock sees the time too.
+    """
+    with _stamping[0]:
+        if envelope[SEQUENCE] is None:
+            envelope[TIMESTAMP] = now()
+            envelope[SEQUENCE] = next_sequence()
+
+
+# In a list, so that a forked child can have a new lock (one held by another
+# thread at the fork would never be released in the child).
+_stamping = [threading.Lock()]
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=lambda: _stamping.__setitem__(0, threading.Lock()))
 
 
 def metadata_of(envelope: Envelope) -> Metadata:

@@ -355,7 +355,7 @@ def _configure_direct(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _add_timestamp,
-        _only_with("stack_info", structlog.processors.StackInfoRenderer()),
+        structlog.processors.StackInfoRenderer(),  # not wrapped: it looks for its caller's frame
         *processors,
         *renderer,
     ]

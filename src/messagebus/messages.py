@@ -199,7 +199,11 @@ class Metadata:
         correlation_id: Shared by a message and everything that follows from it.
         causation_id: The id of the message whose handling raised this one;
             ``None`` for a message given to ``bus.handle()``.
-        created_at: When the message was dispatched (aware, UTC).
+        created_at: When the message was dispatched (aware, UTC). When nothing
+            could look at it yet (attempts not logged, a handler needing
+            nothing per attempt or only its ``Context``), it is fixed when
+            first needed, during the handling; always before the creation
+            time of the events that follow from the message.
     """
 
     message_id: uuid.UUID

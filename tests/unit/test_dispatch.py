@@ -14,6 +14,7 @@ from structlog.typing import EventDict
 
 import messagebus._async_bus
 import messagebus._bus
+import messagebus._context
 import messagebus._core
 from messagebus import (
     Command,
@@ -534,3 +535,42 @@ def test_one_bus_serves_many_threads_at_once() -> None:
 
     assert {"o1": "batch-for-o1", "o2": "batch-for-o2"} == results
     assert {orderid: metadata.message_id for orderid, metadata in given.items()} == caused_by
+
+
+def test_threads_given_the_context_see_one_id_while_it_is_being_fixed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Attempts not logged: the handler is called before its message has an id,
+    # which is fixed when first asked for. Here a thread of the handler's asks
+    # while the handler's own first request is fixing it.
+    registry = Registry()
+    seen: dict[str, Metadata] = {}
+    reading = threading.Event()
+    threads: list[threading.Thread] = []
+    real_now = messagebus._context.now
+
+    @registry.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        def read() -> None:
+            reading.set()
+            seen["thread"] = context.metadata
+
+        def now_and_a_thread_asking() -> int:
+            monkeypatch.setattr(messagebus._context, "now", real_now)
+            threads.append(threading.Thread(target=read))
+            threads[0].start()
+            reading.wait()  # the thread goes on alone: it asks now
+            return real_now()
+
+        monkeypatch.setattr(messagebus._context, "now", now_and_a_thread_asking)
+        seen["handler"] = context.metadata
+        return "ok"
+
+    quiet = structlog.wrap_logger(
+        structlog.ReturnLogger(), wrapper_class=structlog.make_filtering_bound_logger(40)
+    )
+    bus = MessageBus(registry, logger=quiet)
+    assert "ok" == bus.handle(Allocate("o1"))
+
+    threads[0].join()
+    assert seen["handler"] == seen["thread"]

@@ -574,7 +574,12 @@ def test_direct_json_renders_a_stack_asked_for_and_leaves_other_lines_alone(
     structlog.get_logger("app").info("without", stack_info=False, exc_info=False)
 
     with_stack, without = json_lines(log.read_text(encoding="utf-8"))
-    assert "test_direct_json_renders_a_stack_asked_for" in with_stack["stack"]
+    # The stack ends where the line was logged, in this function.
+    *_, last_frame, last_line = with_stack["stack"].splitlines()
+    assert last_frame.endswith(
+        ", in test_direct_json_renders_a_stack_asked_for_and_leaves_other_lines_alone"
+    )
+    assert 'structlog.get_logger("app").info("with_stack", stack_info=True)' == last_line.strip()
     assert "stack_info" not in with_stack
     assert {"event": "without", "level": "info"} == {
         key: value for key, value in without.items() if key != "timestamp"
