@@ -22,6 +22,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import registry, relationship, selectinload
@@ -130,7 +131,10 @@ def create_schema(engine: Engine) -> None:
 def whole_product() -> list[ORMOption]:
     """Loader options that load a Product with all its methods touch: its batches
     and their allocated lines (an async session cannot load them lazily)."""
-    batches, allocations = model.Product.batches, model.Batch._allocations  # mapped attributes
+    # The mapped attributes, as the mappers know them (the domain classes are
+    # plain: their attributes are instrumented by start_mappers()).
+    batches = sa_inspect(model.Product).relationships["batches"].class_attribute
+    allocations = sa_inspect(model.Batch).relationships["_allocations"].class_attribute
     return [selectinload(batches).selectinload(allocations)]
 
 
