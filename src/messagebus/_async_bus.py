@@ -181,7 +181,7 @@ class AsyncMessageBus(BusCore):
             result, events = await plan.run(envelope)
         if not events:
             return result
-        # As _dispatch(events, envelope) would, without awaiting it (see MessageBus.handle).
+        # As in MessageBus.handle: the events whose handlers are all bare at once.
         bare_events = self._bare_events
         for event in events:
             bare = bare_events.get(event.__class__)
@@ -211,25 +211,8 @@ class AsyncMessageBus(BusCore):
         finally:
             _redelivering.reset(token)
         if events:
-            await self._dispatch(events, envelope)
+            await self._enqueue(events, events[0], envelope)
         return result
-
-    async def _dispatch(self, events: Sequence[Event], parent: Envelope) -> None:
-        bare_events = self._bare_events
-        for event in events:
-            bare = bare_events.get(event.__class__)
-            if not bare:
-                await self._enqueue(events, event, parent)
-                return
-            # Handled at once, in order: its handlers raise no events, and every
-            # event before it has been handled. No envelope unless one fails.
-            failed: Envelope | None = None  # one envelope (one id) for all its handlers
-            for plan in bare:
-                try:
-                    await plan.call(event)
-                except Exception as exc:
-                    failed = failed or new_envelope(event, parent, None)
-                    await self._bare_failed(plan, exc, failed)
 
     async def _enqueue(self, events: Sequence[Event], first: Event, parent: Envelope) -> None:
         """Handle ``events`` from ``first`` on in a queue, breadth first."""

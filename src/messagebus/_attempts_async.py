@@ -78,14 +78,14 @@ def make_attempt(plan: HandlerPlan) -> AttemptFn:
     context_parameter = plan.plan.context_parameter
     metadata_parameter = plan.plan.metadata_parameter
 
-    if uow_factory is None and not plan.plan.per_attempt:
+    if plan.needs_nothing:
 
         async def bare_attempt(envelope: Envelope) -> Outcome:
             return await call(envelope[MESSAGE]), _NO_EVENTS
 
         return bare_attempt
 
-    if plan.plan.positional == (context_parameter,) and uow_factory is None:
+    if plan.context_only:
         # A handler that emits events and needs nothing else: ``(message, context)``.
 
         async def context_attempt(envelope: Envelope) -> Outcome:
@@ -95,7 +95,7 @@ def make_attempt(plan: HandlerPlan) -> AttemptFn:
 
         return context_attempt
 
-    if plan.plan.positional == (uow_parameter,) and uow_parameter is not None:
+    if plan.plan.positional == (uow_parameter,):
         # The book's handler: ``(message, uow)``.
         assert uow_factory is not None
 

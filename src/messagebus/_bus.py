@@ -86,7 +86,7 @@ class MessageBus(BusCore):
         )
         self._sleep = sleep
         for plan in self._plans():
-            plan.run = self._make_run(plan, self._gate)
+            plan.run = self._make_run(plan)
 
     @overload
     def handle(self, message: Command[R], *, metadata: Metadata | None = None) -> R: ...
@@ -154,9 +154,10 @@ class MessageBus(BusCore):
             result, events = plan.run(envelope)
         if not events:
             return result
-        # As _dispatch(events, envelope) would, without the call: the events whose
-        # handlers are all bare are handled at once, in order; from the first
-        # that is not, the rest are queued.
+        # The events whose handlers are all bare are handled at once, in order,
+        # without an envelope unless one fails: they raise no events, and every
+        # event before them has been handled. From the first event that is not
+        # such, the rest are queued (breadth first).
         bare_events = self._bare_events
         for event in events:
             bare = bare_events.get(event.__class__)
@@ -191,23 +192,6 @@ class MessageBus(BusCore):
         if isinstance(message, Command):
             raise NoHandlerError(message)
         raise NotAMessageError(message)
-
-    def _dispatch(self, events: Sequence[Event], parent: Envelope) -> None:
-        bare_events = self._bare_events
-        for event in events:
-            bare = bare_events.get(event.__class__)
-            if not bare:
-                self._enqueue(events, event, parent)
-                return
-            # Handled at once, in order: its handlers raise no events, and every
-            # event before it has been handled. No envelope unless one fails.
-            failed: Envelope | None = None  # one envelope (one id) for all its handlers
-            for plan in bare:
-                try:
-                    plan.call(event)
-                except Exception as exc:
-                    failed = failed or new_envelope(event, parent, None)
-                    self._bare_failed(plan, exc, failed)
 
     def _enqueue(self, events: Sequence[Event], first: Event, parent: Envelope) -> None:
         """Handle ``events`` from ``first`` on in a queue, breadth first."""
@@ -259,7 +243,7 @@ class MessageBus(BusCore):
         finally:
             _redelivering.reset(token)
         if events:
-            self._dispatch(events, envelope)
+            self._enqueue(events, events[0], envelope)
         return result
 
     def _bare_failed(self, plan: HandlerPlan, error: Exception, envelope: Envelope) -> None:
@@ -282,10 +266,9 @@ class MessageBus(BusCore):
 
     # -- building the per-handler run functions ---------------------------------
 
-    def _make_run(
-        self, plan: HandlerPlan, gate: bool | Callable[[], bool]
-    ) -> Callable[[Envelope], tuple[Any, Any]]:
+    def _make_run(self, plan: HandlerPlan) -> Callable[[Envelope], tuple[Any, Any]]:
         attempt = plan.attempt = make_attempt(plan)
+        gate = self._gate
         log = self._log
         timed = plan.timed
 

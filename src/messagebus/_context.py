@@ -59,7 +59,8 @@ def metadata_of(envelope: Envelope) -> Metadata:
     """The envelope's metadata, made when first asked for and then kept.
 
     So a dispatch that nobody looks at makes no UUID and no datetime; its id
-    and time were fixed when the envelope was made.
+    and time were fixed when the envelope was made, or are fixed here when
+    first needed (see _stamp).
     """
     metadata: Metadata | None = envelope[METADATA]
     if metadata is None:
@@ -115,7 +116,7 @@ class Context:
 
     __slots__ = ("_envelope", "_events", "uow")
 
-    # Made by new_context(), for each attempt.
+    # Made for each attempt by new_context(), or by its copy in the buses' handle().
     _envelope: Envelope
     _events: list[Event]
     #: The attempt's unit of work, or None for a handler that runs without one.

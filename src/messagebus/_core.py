@@ -47,12 +47,14 @@ class HandlerPlan:
         "attempt",
         "bare",
         "call",
+        "context_only",
         "contextual",
         "is_command",
         "logger",
         "message_name",
         "message_version",
         "name",
+        "needs_nothing",
         "plan",
         "policy",
         "quiet",
@@ -82,6 +84,12 @@ class HandlerPlan:
         #: A time-based stop (stop_after_delay) must count the first attempt
         #: too, which costs a clock read on every dispatch; attempt counts need none.
         self.timed = uses_clock(policy.stop)
+        #: What the handler needs per attempt: nothing (no unit of work, context
+        #: or metadata), or a Context only, as ``(message, context)``.
+        self.needs_nothing = self.uow_factory is None and not plan.per_attempt
+        self.context_only = self.uow_factory is None and plan.positional == (
+            plan.context_parameter,
+        )
         #: Set by the bus: runs every attempt of this handler for one envelope.
         self.run: Callable[[Envelope], Any] = _unset
         #: Set by the bus: one attempt, without retries or logs.
@@ -89,12 +97,11 @@ class HandlerPlan:
         #: Set when the bus is built: True when attempts are neither logged,
         #: listened to nor timed, so that ``run`` is ``attempt`` and retries on failure.
         self.quiet = False
-        #: Set when the bus is built: quiet, and needing nothing per attempt (no
-        #: unit of work, context or metadata): a dispatch needs no envelope.
+        #: Set when the bus is built: quiet and needing nothing per attempt: a
+        #: dispatch needs no envelope.
         self.bare = False
-        #: Set when the bus is built: quiet, without a unit of work, and asking
-        #: for a Context only, as ``(message, context)``: called by ``handle``
-        #: itself, its first attempt needs no attempt function.
+        #: Set when the bus is built: quiet and needing a Context only: called
+        #: by ``handle`` itself, its first attempt needs no attempt function.
         self.contextual = False
         #: Set by the bus: the logger of this handler's attempts, its fields bound.
         self.logger: Any = None
@@ -192,12 +199,8 @@ class BusCore:
         for plan in self._plans():
             self._log.prepare(plan)
             plan.quiet = self._gate is False and not plan.timed
-            plan.bare = plan.quiet and plan.uow_factory is None and not plan.plan.per_attempt
-            plan.contextual = (
-                plan.quiet
-                and plan.uow_factory is None
-                and plan.plan.positional == (plan.plan.context_parameter,)
-            )
+            plan.bare = plan.quiet and plan.needs_nothing
+            plan.contextual = plan.quiet and plan.context_only
         # The event types whose every handler is bare, with those handlers.
         self._bare_events = {
             t: ps for t, ps in self._events.items() if ps and all(p.bare for p in ps)

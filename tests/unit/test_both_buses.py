@@ -660,6 +660,37 @@ def test_every_handler_of_an_event_sees_its_one_id_even_when_called_directly(
     assert lamp_1 != sofa_1
 
 
+def test_every_handler_of_an_event_raised_on_redelivery_sees_its_one_id(h: Harness) -> None:
+    store = InMemoryDeadLetters()
+    given = Metadata.new()
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def first(event: Allocated) -> None:
+        raise ValueError("bug")
+
+    @h.register(uow=False)
+    def second(event: Allocated) -> None:
+        raise ValueError("bug")
+
+    h.build(logger=_quiet_logger(), uow=None, dead_letters=store)
+    name = f"{__name__}.test_every_handler_of_an_event_raised_on_redelivery_sees_its_one_id"
+    assert "ok" == h.redeliver(
+        Allocate("lamp"), handler=f"{name}.<locals>.allocate", metadata=given
+    )
+
+    first_letter, second_letter = (letter.metadata for letter in store.letters)
+    assert first_letter["message_id"] == second_letter["message_id"]
+    assert [str(given.message_id)] * 2 == [
+        first_letter["causation_id"],
+        second_letter["causation_id"],
+    ]
+
+
 def keywords_only(handler: Callable[..., Any]) -> Callable[..., Any]:
     """A decorator whose wrapper takes the message and keywords: its signature is the handler's."""
 
