@@ -47,12 +47,12 @@ _OWNED = "_messagebus_configure_logging"
 
 #: The file that ``configure_logging(path=..., stdlib=False)`` opened, closed
 #: by the next call or by :func:`reset_logging`.
-_direct_file: list[IO[Any] | _Appender] = []
+_direct_file: IO[Any] | _Appender | None = None
 
-#: What ``configure_logging(json=True, path=..., stdlib=False)`` set structlog
-#: up with, when it added no processors of the caller's: the processors and
-#: the file (see :func:`_line_writer`).
-_direct_json: list[tuple[list[Processor], _Appender]] = []
+#: The processors that call installed, when its lines are JSON appended to
+#: ``path`` and the caller added no processors: the bus may then run them
+#: itself (see :func:`_line_writer`).
+_direct_chain: list[Processor] | None = None
 
 
 def _console_exceptions(terminal: bool) -> Any:
@@ -94,6 +94,19 @@ def configure_logging(
 ) -> None: ...
 
 
+@overload
+def configure_logging(
+    *,
+    json: bool | None = ...,
+    level: int | str = ...,
+    stream: TextIO | None = ...,
+    path: str | os.PathLike[str] | None = ...,
+    processors: Sequence[Processor] = ...,
+    cache_loggers: bool = ...,
+    stdlib: bool,
+) -> logging.Handler | None: ...
+
+
 def configure_logging(
     *,
     json: bool | None = None,
@@ -114,8 +127,9 @@ def configure_logging(
         json: One JSON object a line (production, and what ``messagebus replay``
             reads) when True; a readable, coloured console when False. By
             default JSON, unless the output is a terminal.
-        level: The root logger's level; the bus logs successful attempts at
-            INFO, retries at WARNING, and handlings given up on at ERROR.
+        level: The root logger's level (structlog's own with ``stdlib=False``);
+            the bus logs successful attempts at INFO, retries at WARNING, and
+            handlings given up on at ERROR.
         stream: Where lines go; by default ``sys.stderr``.
         path: Append lines to this file instead of a stream (UTF-8).
         processors: structlog processors to run on each event before it is
@@ -127,8 +141,9 @@ def configure_logging(
             :mod:`logging`, as described above. False for structlog to write
             the lines itself, several times quicker: ``level`` is then fixed
             when this is called, the lines have no ``logger`` field, and the
-            root logger is left alone (records of other libraries go where
-            they went before). JSON is rendered by orjson when it is installed
+            root logger gets no handler: records of other libraries go where
+            they went before (a handler an earlier call installed is removed,
+            as :func:`reset_logging` does). JSON is rendered by orjson when it is installed
             (then values JSON has no type for, bound by an application, are
             written as orjson writes them, an enum or a UUID as its value,
             rather than as their ``repr``).
@@ -146,12 +161,11 @@ def configure_logging(
     if stream is not None and path is not None:
         raise TypeError("configure_logging() takes a stream or a path, not both")
     number = _level_number(level)  # checked before anything is undone
+    _close_direct_file()
     if not stdlib:
-        _close_direct_file()
         _uninstall(logging.getLogger())
         _configure_direct(json, number, stream, path, processors, cache_loggers)
         return None
-    _close_direct_file()
     handler: logging.Handler
     if path is not None:
         handler = logging.FileHandler(os.fspath(path), encoding="utf-8")
@@ -231,9 +245,11 @@ def _uninstall(root: logging.Logger) -> int:
 
 
 def _close_direct_file() -> None:
-    _direct_json.clear()
-    while _direct_file:
-        _direct_file.pop().close()
+    global _direct_file, _direct_chain
+    _direct_chain = None
+    if _direct_file is not None:
+        _direct_file.close()
+        _direct_file = None
 
 
 def _level_number(level: int | str) -> int:
@@ -303,13 +319,11 @@ def _add_timestamp(logger: Any, method: str, event_dict: Any) -> Any:
     return event_dict
 
 
-def _only_with(key: str, processor: Processor) -> Processor:
-    """``processor`` for the events that have ``key``; it leaves the others as they are."""
-
-    def only_with(logger: Any, method: str, event_dict: Any) -> Any:
-        return processor(logger, method, event_dict) if key in event_dict else event_dict
-
-    return only_with
+def _format_exc_info(logger: Any, method: str, event_dict: Any) -> Any:
+    """structlog's ``format_exc_info``, called only for the events it changes."""
+    if "exc_info" in event_dict:
+        return structlog.processors.format_exc_info(logger, method, event_dict)
+    return event_dict
 
 
 def _configure_direct(
@@ -321,17 +335,17 @@ def _configure_direct(
     cache_loggers: bool,
 ) -> None:
     """structlog writing its lines itself, without the standard library's logging."""
+    global _direct_file, _direct_chain
     binary = False
     factory: Any
     if path is not None:
         binary = json is not False
         if binary:
-            appender = _Appender(path)
-            _direct_file.append(appender)
+            appender = _direct_file = _Appender(path)
             factory = appender.logger
         else:
             file: Any = open(os.fspath(path), "a", encoding="utf-8")  # noqa: SIM115 - closed by reset
-            _direct_file.append(file)
+            _direct_file = file
             factory = structlog.WriteLoggerFactory(file=file)
         terminal = False
     else:
@@ -342,7 +356,7 @@ def _configure_direct(
     renderer: list[Processor]
     if as_json:
         renderer = [
-            _only_with("exc_info", structlog.processors.format_exc_info),
+            _format_exc_info,
             structlog.processors.JSONRenderer(serializer=_json_dumps(text=not binary)),
         ]
     else:
@@ -355,12 +369,12 @@ def _configure_direct(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _add_timestamp,
-        structlog.processors.StackInfoRenderer(),  # not wrapped: it looks for its caller's frame
+        structlog.processors.StackInfoRenderer(),
         *processors,
         *renderer,
     ]
     if binary and not processors:
-        _direct_json.append((chain, appender))
+        _direct_chain = chain
     structlog.configure(
         processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -373,21 +387,22 @@ def _configure_direct(
 def _line_writer(logger: Any) -> Callable[[str, dict[str, Any]], None] | None:
     """Something that writes ``logger.info(event, **fields)``'s JSON line itself, or None.
 
-    For a logger bound under what ``configure_logging(json=True, path=...,
-    stdlib=False)`` set up (and nothing since: a logger keeps the processors
-    it was bound with), the line goes through the same processors, in the
-    same order, to the same file, without structlog's work around them on
-    each call: the keyword arguments packed and unpacked twice, the method
-    looked up by name. The bus writes its attempts' success lines with it;
-    any other logger gets None, and ``logger.info``.
+    For a logger bound under what ``configure_logging(path=..., stdlib=False)``
+    set up for JSON lines without processors of the caller's (and nothing
+    since: a logger keeps the processors it was bound with), the line goes
+    through the same processors, in the same order, to the same file, without
+    structlog's work around them on each call: the keyword arguments packed
+    and unpacked twice, the method looked up by name. The bus writes its
+    attempts' success lines with it; any other logger gets None, and
+    ``logger.info``.
     """
-    for chain, appender in _direct_json:
-        if (
-            getattr(logger, "_processors", None) is chain
-            and getattr(logger, "_logger", None) is appender
-        ):
-            break
-    else:
+    chain = _direct_chain
+    appender = _direct_file
+    if getattr(logger, "_processors", None) is not chain:
+        return None
+    if getattr(logger, "_logger", None) is not appender:
+        return None
+    if chain is None or not isinstance(appender, _Appender):
         return None
     bound: dict[str, Any] = dict(logger._context)
     write = appender.msg

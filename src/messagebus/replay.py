@@ -487,8 +487,8 @@ class _Run:
         serializer = self.serializer
         # Only a line that holds the marker at all can be a redacted one: the cheap test first.
         marked = _MARKER_BYTES in line if isinstance(line, bytes) else _MARKER in line
-        message_type: Any = serializer.names.get(name)
-        suspect = marked and message_type is not None and _has_sensitive(message_type)
+        message_type: Any = serializer.names.get(name)  # None when unknown: nothing sensitive
+        suspect = marked and _has_sensitive(message_type)
         try:
             message = serializer.load_payload(name, payload, version=version)
         except UnknownMessageError:

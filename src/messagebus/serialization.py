@@ -344,9 +344,8 @@ def _sensitive_in(cls: Any, seen: set[Any]) -> bool:
 def _nested_types(tp: Any) -> list[Any]:
     if tp is None:
         return []
-    args = [a for a in typing.get_args(tp) if a is not Ellipsis]
     found = [tp] if attrs.has(tp) else []
-    for arg in args:
+    for arg in typing.get_args(tp):  # Ellipsis too (tuple[int, ...]): it has none
         found.extend(_nested_types(arg))
     return found
 

@@ -7,6 +7,7 @@ returns the result type that the command declares.
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 
@@ -23,6 +24,7 @@ from messagebus import (
     Registry,
     RetryPolicy,
 )
+from messagebus.logging import configure_logging
 from messagebus.testing import FakeUnitOfWork, InMemoryRepository
 
 if sys.version_info >= (3, 11):
@@ -98,3 +100,10 @@ ref: str = bus.handle(Allocate("o5", "LAMP", 1))
 assert ref.upper() == "B1"
 data = bus.serializer.dump(Allocate("o6", "LAMP", 1))
 assert_type(bus.serializer.load(data), Message)
+
+
+def configure(stdlib: bool) -> None:
+    """Logging set up from a setting known only at run time (not called here)."""
+    assert_type(configure_logging(stdlib=stdlib), logging.Handler | None)
+    assert_type(configure_logging(stdlib=True), logging.Handler)
+    assert_type(configure_logging(stdlib=False), None)

@@ -14,7 +14,7 @@ from messagebus.exceptions import ConfigurationError
 from messagebus.unit_of_work import AbstractAsyncUnitOfWork, _repository
 
 from ._async_repository import AsyncSqlAlchemyRepository
-from ._unit_of_work import _INFO_KEY, _listen_for_flushes, check_repositories
+from ._unit_of_work import _INFO_KEY, _check_repositories, _listen_for_flushes
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
 
@@ -76,9 +76,7 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
         **repositories: AsyncSqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
-        check_repositories(
-            self, "AsyncSqlAlchemyUnitOfWork", AsyncSqlAlchemyRepository, repositories
-        )
+        _check_repositories(self, AsyncSqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, AsyncSession):
             raise ConfigurationError(

@@ -5,20 +5,23 @@ from __future__ import annotations
 import builtins
 import copy
 from collections.abc import Hashable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql import Select
 
 from messagebus.exceptions import ConfigurationError
-from messagebus.unit_of_work import AbstractUnitOfWork
+from messagebus.unit_of_work import AbstractUnitOfWork, _Tracking
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = ["SqlAlchemyRepository"]
 
 A = TypeVar("A")
-S = TypeVar("S")
-U = TypeVar("U")
+S = TypeVar("S", bound="Session | AsyncSession")
+U = TypeVar("U", bound=_Tracking)
 B = TypeVar("B", bound="_Bound[Any, Any, Any]")
 
 
@@ -87,7 +90,7 @@ class _Bound(Generic[A, S, U]):
     def _track(self, aggregate: A) -> A:
         uow = self._uow
         assert uow is not None  # bound together with the session
-        return uow.track(aggregate)  # type: ignore[attr-defined, no-any-return]
+        return uow.track(aggregate)
 
     def add(self, aggregate: A) -> None:
         """Add a new aggregate; it is inserted when the unit of work commits."""
@@ -96,7 +99,7 @@ class _Bound(Generic[A, S, U]):
                 f"this repository holds {self.model.__qualname__} aggregates, "
                 f"not {type(aggregate).__qualname__}"
             )
-        self.session.add(aggregate)  # type: ignore[attr-defined]
+        self.session.add(aggregate)
         self._track(aggregate)
 
 

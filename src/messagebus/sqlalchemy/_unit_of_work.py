@@ -23,9 +23,7 @@ __all__ = ["SqlAlchemyUnitOfWork"]
 _INFO_KEY = "messagebus.unit_of_work"
 
 
-def check_repositories(
-    uow: object, uow_name: str, expected: type, repositories: Mapping[str, object]
-) -> None:
+def _check_repositories(uow: object, expected: type, repositories: Mapping[str, object]) -> None:
     """Refuse what is not a repository of the right kind, or a name the unit of work uses."""
     for name, repository in repositories.items():
         if not isinstance(repository, expected):
@@ -35,7 +33,7 @@ def check_repositories(
             )
         if name.startswith("_") or hasattr(type(uow), name) or name == "session":
             raise ConfigurationError(
-                f"{name!r} cannot name a repository: {uow_name} uses that name"
+                f"{name!r} cannot name a repository: {type(uow).__name__} uses that name"
             )
 
 
@@ -94,7 +92,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         **repositories: SqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
-        check_repositories(self, "SqlAlchemyUnitOfWork", SqlAlchemyRepository, repositories)
+        _check_repositories(self, SqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, Session):
             raise ConfigurationError(
