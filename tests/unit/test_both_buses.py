@@ -332,6 +332,22 @@ def test_redelivery_runs_only_the_named_handler_and_stores_no_new_letter(h: Harn
         h.redeliver(message, handler="nobody")
 
 
+def _quiet_logger() -> Any:
+    """A logger with INFO filtered out: successes are not logged, so plain handlers are bare."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(40)
+    )
+
+
+def _unwritable_logger() -> Any:
+    """A logger whose every line fails, as one writing to a file closed under it."""
+
+    def broken(logger: Any, method: str, event: Any) -> Any:
+        raise OSError("the log file is closed")
+
+    return structlog.wrap_logger(structlog.PrintLogger(), processors=[broken])
+
+
 def test_handlers_that_need_nothing_per_attempt_keep_every_promise(h: Harness) -> None:
     # No unit of work, no context, no metadata, no logs: the shortest path.
     store = InMemoryDeadLetters()
@@ -355,10 +371,7 @@ def test_handlers_that_need_nothing_per_attempt_keep_every_promise(h: Harness) -
         if calls.count("flaky") == 1:
             raise ConnectionError("reset")
 
-    quiet = structlog.wrap_logger(
-        structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(40)
-    )
-    h.build(dead_letters=store, logger=quiet, uow=None)
+    h.build(dead_letters=store, logger=_quiet_logger(), uow=None)
 
     assert "ok" == h.handle(Allocate("lamp"))
     h.handle(Allocated("lamp"))
@@ -366,13 +379,6 @@ def test_handlers_that_need_nothing_per_attempt_keep_every_promise(h: Harness) -
     assert ["allocate", "allocate", "broken", "flaky", "flaky"] == calls
     assert [("Allocated", 1)] == [(d.message_name, d.attempts) for d in store.letters]
     assert 2 == len(h.waits)
-
-
-def _quiet_logger() -> Any:
-    """A logger with INFO filtered out: successes are not logged, so plain handlers are bare."""
-    return structlog.wrap_logger(
-        structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(40)
-    )
 
 
 @attrs.frozen
@@ -543,6 +549,14 @@ def test_a_logger_without_bind_gets_every_field_of_every_attempt(h: Harness) -> 
             "handler": f"{__name__}.test_a_logger_without_bind_gets_every_field_of_every_attempt"
             ".<locals>.allocate",
         }.items() <= fields.items()
+    # And those of each attempt.
+    assert [("succeeded", 1, {"sku": "lamp"}), ("failed", 1, {"sku": "broken"})] == [
+        (fields["outcome"], fields["attempt"], fields["payload"]) for _, _, fields in logger.lines
+    ]
+    for _, _, fields in logger.lines:
+        assert {"message_id", "correlation_id", "causation_id", "created_at", "duration_ms"} <= (
+            fields.keys()
+        )
 
 
 def test_a_log_line_that_cannot_be_written_changes_no_outcome(
@@ -550,10 +564,7 @@ def test_a_log_line_that_cannot_be_written_changes_no_outcome(
 ) -> None:
     # A processor that raises, or a log file closed under a bus built before:
     # the attempt succeeded (and committed) all the same, its events follow.
-    def broken(logger: Any, method: str, event: Any) -> Any:
-        raise OSError("the log file is closed")
-
-    logger = structlog.wrap_logger(structlog.PrintLogger(), processors=[broken])
+    logger = _unwritable_logger()
     handled: list[str] = []
     attempts: list[int] = []
 
@@ -615,15 +626,11 @@ def test_a_letter_the_store_refuses_is_logged_whole_and_handling_goes_on(h: Harn
 def test_a_refused_letter_that_cannot_be_logged_either_goes_to_stderr(
     h: Harness, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken_processor(logger: Any, method: str, event: Any) -> Any:
-        raise OSError("the log file is closed")
-
     @h.register(uow=False)
     def broken(event: Allocated) -> None:
         raise ValueError("bug")
 
-    logger = structlog.wrap_logger(structlog.PrintLogger(), processors=[broken_processor])
-    h.build(uow=None, dead_letters=RefusingStore(), logger=logger)
+    h.build(uow=None, dead_letters=RefusingStore(), logger=_unwritable_logger())
     h.handle(Allocated("lamp"))
 
     err = capsys.readouterr().err
