@@ -61,7 +61,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="where to write the JSON result")
     p.add_argument("--markdown", action="store_true", help="print Markdown instead of text")
     p.add_argument(
-        "--readme", action="store_true", help="print the compact Markdown table of the README"
+        "--readme",
+        action="store_true",
+        help="print the README's compact table (of this run; with --show, of a saved one)",
     )
     p.add_argument(
         "--show",

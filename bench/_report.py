@@ -128,17 +128,24 @@ def targets(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     baseline = _median(records, "S1", "messagebus")
     filtered = _median(records, "S5", "messagebus", "filtered")
     logged = _median(records, "S5", "messagebus", "json")
-    name = f"S5: filtered-out logging adds <= {FILTERED_LOGGING_MAX:.0%} (vs S1, nothing logged)"
-    if baseline and filtered:
-        overhead = filtered / baseline - 1
-        add(
-            name,
-            overhead <= FILTERED_LOGGING_MAX,
-            f"{overhead:+.1%} ({filtered:,.0f} vs {baseline:,.0f} ns)",
-            "filtered logging",
-        )
-    else:
-        add(name, None, "S1 or S5[filtered] missing from this run", "filtered logging")
+
+    def add_overhead(
+        name: str, short: str, ours: float | None, base: float | None, limit: float, missing: str
+    ) -> None:
+        if ours and base:
+            overhead = ours / base - 1
+            add(name, overhead <= limit, f"{overhead:+.1%} ({ours:,.0f} vs {base:,.0f} ns)", short)
+        else:
+            add(name, None, missing, short)
+
+    add_overhead(
+        f"S5: filtered-out logging adds <= {FILTERED_LOGGING_MAX:.0%} (vs S1, nothing logged)",
+        "filtered logging",
+        filtered,
+        baseline,
+        FILTERED_LOGGING_MAX,
+        "S1 or S5[filtered] missing from this run",
+    )
     name = f"S5: a logged attempt (JSON line with the payload) <= {LOGGED_ATTEMPT_MAX_US:g} us"
     alone = _median(records, "S5", "messagebus", "json-structlog")
     if logged and filtered:
@@ -166,22 +173,15 @@ def targets(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     else:
         add(name, None, "S6 missing from this run", "S6 flat")
 
-    ours = _median(records, "S8", "messagebus")
-    by_hand = _median(records, "S8", "floor")
-    name = (
+    add_overhead(
         f"S8: framework overhead <= {S8_OVERHEAD_MAX:.0%} "
-        "(the allocation example over the same transactions by hand)"
+        "(the allocation example over the same transactions by hand)",
+        "S8",
+        _median(records, "S8", "messagebus"),
+        _median(records, "S8", "floor"),
+        S8_OVERHEAD_MAX,
+        "S8 of messagebus or of the hand-written floor missing from this run",
     )
-    if ours and by_hand:
-        overhead = ours / by_hand - 1
-        add(
-            name,
-            overhead <= S8_OVERHEAD_MAX,
-            f"{overhead:+.1%} ({ours:,.0f} vs {by_hand:,.0f} ns)",
-            "S8",
-        )
-    else:
-        add(name, None, "S8 of messagebus or of the hand-written floor missing from this run", "S8")
 
     # Each bus is measured against its own floor (a direct call; an await of
     # the same handler as a coroutine), and the async bus's ratio to its floor

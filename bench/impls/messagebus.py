@@ -110,8 +110,8 @@ def structlog_alone(cleanup: Any) -> Case:
         "dump_payload": serializer.dump_payload,
         "cmd": cmd,
     }
-    # The fields are made per line, as the bus makes them (the ids as text,
-    # the payload dumped): only the bus's own work is left out.
+    # The payload is dumped per line, as the bus dumps it; the ids and the
+    # creation time are given as text made once (the bus makes them per line).
     stmt = (
         'logger.info("message_handled", outcome="succeeded", message_id=message_id, '
         "correlation_id=message_id, causation_id=None, created_at=created_at, attempt=1, "
