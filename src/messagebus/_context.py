@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
+from collections.abc import Callable
 from typing import Any
 
 from . import messages
@@ -14,37 +14,40 @@ from .messages import Event, Message, Metadata
 # An envelope is a list, not an object: it is made for every message the bus
 # dispatches, and a list literal costs a quarter of a class instantiation.
 # [MESSAGE, PARENT envelope or None, METADATA or None, SEQUENCE, TIMESTAMP (ns)]
-# SEQUENCE and TIMESTAMP may be None until first needed (see _stamp), for
-# the root envelope of a handler called without an attempt function.
+# A message's id and time are fixed only when first needed (see _stamp), most
+# often never: until then SEQUENCE is None and TIMESTAMP holds the clock to
+# read (the bus's ``clock.time_ns``).
 Envelope = list[Any]
 MESSAGE, PARENT, METADATA, SEQUENCE, TIMESTAMP = range(5)
 
 next_sequence = messages._sequence.__next__
-now = time.time_ns
 
 
-def new_envelope(message: Message, parent: Envelope | None, metadata: Metadata | None) -> Envelope:
-    """An envelope whose id and creation time are fixed now (or given).
-
-    A parent's id and time are fixed first, if they were not yet, so that a
-    cause is never younger than its effects.
-    """
-    if parent is not None and parent[SEQUENCE] is None:
-        _stamp(parent)
-    return [message, parent, metadata, next_sequence(), now()]
+def new_envelope(
+    message: Message,
+    parent: Envelope | None,
+    metadata: Metadata | None,
+    time_ns: Callable[[], int],
+) -> Envelope:
+    """The envelope of a message given to the bus (no parent), or raised while handling one."""
+    return [message, parent, metadata, None, time_ns]
 
 
 def _stamp(envelope: Envelope) -> None:
-    """Fix the id and creation time of an envelope made without them, now, once.
+    """Fix the id and creation time of an envelope, now, once; its parent's first.
 
-    A handler may hand its context to threads of its own, which may ask for
-    the metadata at the same time: the first fixes them, the others wait and
-    see the same. The time is written first, so that whoever sees the
-    sequence number without the lock sees the time too.
+    So a cause is never younger than its effects. A handler may hand its
+    context to threads of its own, which may ask for the metadata at the same
+    time: the first fixes them, the others wait and see the same. The time is
+    written first, so that whoever sees the sequence number without the lock
+    sees the time too.
     """
+    parent = envelope[PARENT]
+    if parent is not None and parent[SEQUENCE] is None and parent[METADATA] is None:
+        _stamp(parent)
     with _stamping[0]:
         if envelope[SEQUENCE] is None:
-            envelope[TIMESTAMP] = now()
+            envelope[TIMESTAMP] = envelope[TIMESTAMP]()
             envelope[SEQUENCE] = next_sequence()
 
 
@@ -116,7 +119,7 @@ class Context:
 
     __slots__ = ("_envelope", "_events", "uow")
 
-    # Made for each attempt by new_context(), or by its copy in the buses' handle().
+    # Made for each attempt by new_context().
     _envelope: Envelope
     _events: list[Event]
     #: The attempt's unit of work, or None for a handler that runs without one.

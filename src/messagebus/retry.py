@@ -171,15 +171,22 @@ class _RetryController:
     bus sleeps and an async bus awaits.
     """
 
-    __slots__ = ("_policy", "_state")
+    __slots__ = ("_clock", "_policy", "_state")
 
-    def __init__(self, policy: RetryPolicy, first_started: float, first_error: BaseException):
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        first_started: float,
+        first_error: BaseException,
+        clock: Callable[[], float],
+    ):
         self._policy = policy
+        self._clock = clock
         retrying = tenacity.Retrying(stop=policy.stop, wait=policy.wait, retry=policy.retry)
         state = RetryCallState(retrying, fn=None, args=(), kwargs={})
         state.start_time = first_started
-        state.set_exception((type(first_error), first_error, first_error.__traceback__))
         self._state = state
+        self.failed(first_error)
 
     @property
     def attempt(self) -> int:
@@ -218,5 +225,7 @@ class _RetryController:
         self._state.prepare_for_next_attempt()
 
     def failed(self, error: BaseException) -> None:
-        """Record that the current attempt failed."""
-        self._state.set_exception((type(error), error, error.__traceback__))
+        """Record that the current attempt failed, and when (on the bus's clock)."""
+        state = self._state
+        state.set_exception((type(error), error, error.__traceback__))
+        state.outcome_timestamp = self._clock()

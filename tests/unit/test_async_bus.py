@@ -165,7 +165,7 @@ def test_retries_await_the_injected_sleep_and_accept_async_strategies() -> None:
     assert [0.5, 0.5] == slept
 
 
-def test_the_generated_sync_attempts_module_matches_its_async_source() -> None:
+def test_the_generated_sync_dispatch_modules_match_their_async_sources() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "generate_sync.py"), "--check"],
         capture_output=True,

@@ -12,10 +12,6 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-import messagebus._async_bus
-import messagebus._bus
-import messagebus._context
-import messagebus._core
 from messagebus import (
     Command,
     Context,
@@ -27,7 +23,7 @@ from messagebus import (
     Registry,
     Serializer,
 )
-from messagebus.testing import FakeUnitOfWork
+from messagebus.testing import FakeClock, FakeUnitOfWork
 
 from ._buses import Harness
 
@@ -401,23 +397,21 @@ def test_an_attempt_logs_one_event_with_the_message_its_metadata_and_its_handler
 ) -> None:
     seen: list[Metadata] = []
     # A clock that only the handlers move: each attempt's duration is then known exactly.
-    clock = [100.0]
-    for module in (messagebus._core, messagebus._bus, messagebus._async_bus):
-        monkeypatch.setattr(module, "_perf_counter", lambda: clock[0])
+    clock = FakeClock()
 
     @h.register(uow=False)
     def allocate(cmd: Allocate, metadata: Metadata, context: Context) -> str:
         seen.append(metadata)
         context.emit(Allocated(cmd.orderid))
-        clock[0] += 0.25
+        clock.advance(0.25)
         return "done"
 
     @h.register
     def record(event: Allocated, metadata: Metadata) -> None:
         seen.append(metadata)
-        clock[0] += 0.125
+        clock.advance(0.125)
 
-    h.build(uow=None)
+    h.build(uow=None, clock=clock)
     h.handle(Allocate("o1"))
 
     command, event = seen
@@ -537,39 +531,43 @@ def test_one_bus_serves_many_threads_at_once() -> None:
     assert {orderid: metadata.message_id for orderid, metadata in given.items()} == caused_by
 
 
-def test_threads_given_the_context_see_one_id_while_it_is_being_fixed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_threads_given_the_context_see_one_id_while_it_is_being_fixed() -> None:
     # Attempts not logged: the handler is called before its message has an id,
     # which is fixed when first asked for. Here a thread of the handler's asks
-    # while the handler's own first request is fixing it.
+    # while the handler's own first request is fixing it (reading the clock).
     registry = Registry()
     seen: dict[str, Metadata] = {}
     reading = threading.Event()
     threads: list[threading.Thread] = []
-    real_now = messagebus._context.now
+
+    class ClockThatLetsAThreadAsk(FakeClock):
+        asking = False
+
+        def time_ns(self) -> int:
+            if self.asking:
+                self.asking = False
+                threads.append(threading.Thread(target=read))
+                threads[0].start()
+                reading.wait()  # the thread goes on alone: it asks now
+            return super().time_ns()
+
+    clock = ClockThatLetsAThreadAsk()
 
     @registry.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
-        def read() -> None:
-            reading.set()
-            seen["thread"] = context.metadata
-
-        def now_and_a_thread_asking() -> int:
-            monkeypatch.setattr(messagebus._context, "now", real_now)
-            threads.append(threading.Thread(target=read))
-            threads[0].start()
-            reading.wait()  # the thread goes on alone: it asks now
-            return real_now()
-
-        monkeypatch.setattr(messagebus._context, "now", now_and_a_thread_asking)
+        seen["context"] = context  # type: ignore[assignment]
+        clock.asking = True
         seen["handler"] = context.metadata
         return "ok"
+
+    def read() -> None:
+        reading.set()
+        seen["thread"] = seen["context"].metadata  # type: ignore[attr-defined]
 
     quiet = structlog.wrap_logger(
         structlog.ReturnLogger(), wrapper_class=structlog.make_filtering_bound_logger(40)
     )
-    bus = MessageBus(registry, logger=quiet)
+    bus = MessageBus(registry, logger=quiet, clock=clock)
     assert "ok" == bus.handle(Allocate("o1"))
 
     threads[0].join()

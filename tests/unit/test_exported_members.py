@@ -54,6 +54,7 @@ EXPECTED_TESTING = [
     "AsyncScenario",
     "Dispatch",
     "FakeAsyncUnitOfWork",
+    "FakeClock",
     "FakeUnitOfWork",
     "InMemoryRepository",
     "Recorder",

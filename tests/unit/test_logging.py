@@ -4,7 +4,6 @@ structlog and the standard library's logging in one format."""
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import logging
 import sys
@@ -16,8 +15,6 @@ import attrs
 import pytest
 import structlog
 
-import messagebus._bus
-import messagebus._context
 from messagebus import Command, Context, Event, MessageBus, Registry, sensitive
 from messagebus.logging import configure_logging, reset_logging
 
@@ -326,13 +323,11 @@ def test_direct_json_lines_have_every_field_and_leave_the_root_logger_alone(
 def test_direct_lines_carry_the_same_ids_and_times_as_the_metadata(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from messagebus.testing import Recorder
+    from messagebus.testing import FakeClock, Recorder
 
     # A clock a quarter of a second on at each reading: every fourth time is a
     # whole second, which is written without a fraction.
-    ticks = itertools.count(1_795_428_000 * 10**9, 250_000_000)
-    monkeypatch.setattr(messagebus._context, "now", lambda: next(ticks))
-    monkeypatch.setattr(messagebus._bus, "now", lambda: next(ticks))
+    clock = FakeClock(1_795_428_000, tick=0.25)
     log = tmp_path / "app.log"
     configure_logging(json=True, path=log, stdlib=False, cache_loggers=False)
     recorder = Recorder()
@@ -346,7 +341,7 @@ def test_direct_lines_carry_the_same_ids_and_times_as_the_metadata(
     def receipt(event: Paid) -> None:
         pass
 
-    bus = MessageBus(registry, listeners=[recorder])
+    bus = MessageBus(registry, listeners=[recorder], clock=clock)
     for n in range(50):
         bus.handle(Pay(f"o{n}", 3, CARD))
 

@@ -24,6 +24,7 @@ from messagebus import (
     is_transient,
     retry_if_transient,
 )
+from messagebus.testing import FakeClock
 
 from ._buses import Harness
 
@@ -295,12 +296,11 @@ def test_any_tenacity_wait_strategy_gives_the_waits(h: Harness) -> None:
 def test_any_tenacity_stop_strategy_decides_when_to_give_up(
     h: Harness, monkeypatch: pytest.MonkeyPatch, logs: list[EventDict]
 ) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    clock = FakeClock()
 
     def sleep(seconds: float) -> None:  # lets the fake clock run, instantly
         h.waits.append(seconds)
-        clock[0] += seconds
+        clock.advance(seconds)
 
     attempts = failing_handler(
         h,
@@ -310,7 +310,7 @@ def test_any_tenacity_stop_strategy_decides_when_to_give_up(
             wait=tenacity.wait_fixed(0.3),
         ),
     )
-    h.build(uow=None, sleep=sleep)
+    h.build(uow=None, sleep=sleep, clock=clock)
 
     with pytest.raises(TimeoutError):
         h.handle(Allocate("lamp"))
@@ -335,17 +335,16 @@ def test_stop_after_delay_counts_the_time_of_the_first_attempt(
     monkeypatch: pytest.MonkeyPatch,
     logs: list[EventDict],
 ) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    clock = FakeClock()
     attempts: list[int] = []
 
     @h.register(retry=RetryPolicy(stop=tenacity.stop_after_delay(5)), uow=False)
     def allocate(cmd: Allocate) -> str:
         attempts.append(len(attempts) + 1)
-        clock[0] += 10.0  # each attempt takes 10 s: the first is already over the budget
+        clock.advance(10.0)  # each attempt takes 10 s: the first is already over the budget
         raise TimeoutError("query timed out")
 
-    h.build(uow=None, logger=logger)
+    h.build(uow=None, logger=logger, clock=clock)
     with pytest.raises(TimeoutError):
         h.handle(Allocate("lamp"))
 

@@ -22,6 +22,7 @@ The pytest plugin (:mod:`messagebus.testing.plugin`, registered when
 messagebus is installed) builds the application's own bus with fakes as fixtures.
 """
 
+from ._clock import FakeClock
 from ._fakes import (
     AsyncRepositoryView,
     FakeAsyncUnitOfWork,
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncScenario",
     "Dispatch",
     "FakeAsyncUnitOfWork",
+    "FakeClock",
     "FakeUnitOfWork",
     "InMemoryRepository",
     "Recorder",
