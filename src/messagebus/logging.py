@@ -21,6 +21,12 @@ whatever handles them.
 Each line of a JSON log is an object that ``messagebus replay`` reads back
 (see :mod:`messagebus.replay`). Call it once, at start-up, before the bus is
 built: the bus binds its logger when it is built.
+
+An application that configures neither this nor structlog gets a quiet bus:
+its lines go to the standard library's ``logging.getLogger("messagebus")``,
+one readable line each, so that by default (WARNING) a success writes
+nothing and a failure one line with its traceback (the library's own frames
+left out) on stderr.
 """
 
 from __future__ import annotations
@@ -48,11 +54,6 @@ _OWNED = "_messagebus_configure_logging"
 #: The file that ``configure_logging(path=..., stdlib=False)`` opened, closed
 #: by the next call or by :func:`reset_logging`.
 _direct_file: IO[Any] | _Appender | None = None
-
-#: The processors that call installed, when its lines are JSON appended to
-#: ``path`` and the caller added no processors: the bus may then run them
-#: itself (see :func:`_line_writer`).
-_direct_chain: list[Processor] | None = None
 
 
 def _console_exceptions(terminal: bool) -> Any:
@@ -245,8 +246,7 @@ def _uninstall(root: logging.Logger) -> int:
 
 
 def _close_direct_file() -> None:
-    global _direct_file, _direct_chain
-    _direct_chain = None
+    global _direct_file
     if _direct_file is not None:
         _direct_file.close()
         _direct_file = None
@@ -335,7 +335,7 @@ def _configure_direct(
     cache_loggers: bool,
 ) -> None:
     """structlog writing its lines itself, without the standard library's logging."""
-    global _direct_file, _direct_chain
+    global _direct_file
     binary = False
     factory: Any
     if path is not None:
@@ -373,8 +373,6 @@ def _configure_direct(
         *processors,
         *renderer,
     ]
-    if binary and not processors:
-        _direct_chain = chain
     structlog.configure(
         processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -382,43 +380,6 @@ def _configure_direct(
         context_class=dict,
         cache_logger_on_first_use=cache_loggers,
     )
-
-
-def _line_writer(logger: Any) -> Callable[[str, dict[str, Any]], None] | None:
-    """Something that writes ``logger.info(event, **fields)``'s JSON line itself, or None.
-
-    For a logger bound under what ``configure_logging(path=..., stdlib=False)``
-    set up for JSON lines without processors of the caller's (and nothing
-    since: a logger keeps the processors it was bound with), the line goes
-    through the same processors, in the same order, to the same file, without
-    structlog's work around them on each call: the keyword arguments packed
-    and unpacked twice, the method looked up by name. The bus writes its
-    attempts' success lines with it; any other logger gets None, and
-    ``logger.info``.
-    """
-    chain = _direct_chain
-    appender = _direct_file
-    if getattr(logger, "_processors", None) is not chain:
-        return None
-    if getattr(logger, "_logger", None) is not appender:
-        return None
-    if chain is None or not isinstance(appender, _Appender):
-        return None
-    bound: dict[str, Any] = dict(logger._context)
-    write = appender.msg
-
-    def write_line(event: str, fields: dict[str, Any]) -> None:
-        line: Any = bound.copy()
-        line.update(fields)
-        line["event"] = event
-        try:
-            for processor in chain:
-                line = processor(appender, "info", line)
-        except structlog.DropEvent:
-            return
-        write(line)
-
-    return write_line
 
 
 def _installed(root: logging.Logger) -> list[logging.Handler]:

@@ -8,6 +8,7 @@ import pytest
 
 import messagebus
 import messagebus.exceptions
+import messagebus.middleware
 import messagebus.testing
 
 EXPECTED_MESSAGEBUS = [
@@ -62,6 +63,9 @@ EXPECTED_TESTING = [
     "Scenario",
 ]
 
+#: Type aliases (``Next``, ``Middleware``, ...) are documented in the module's docstring.
+EXPECTED_MIDDLEWARE = ["AsyncMiddleware", "AsyncNext", "HandlerCall", "Middleware", "Next"]
+
 PUBLIC = [(messagebus, name) for name in messagebus.__all__] + [
     (messagebus.testing, name) for name in messagebus.testing.__all__
 ]
@@ -86,7 +90,15 @@ def test_messagebus_testing_exports_exactly_these_names() -> None:
     assert EXPECTED_TESTING == messagebus.testing.__all__
 
 
-@pytest.mark.parametrize("module", [messagebus, messagebus.testing], ids=lambda m: m.__name__)
+def test_messagebus_middleware_exports_exactly_these_names() -> None:
+    assert EXPECTED_MIDDLEWARE == messagebus.middleware.__all__
+
+
+@pytest.mark.parametrize(
+    "module",
+    [messagebus, messagebus.testing, messagebus.middleware],
+    ids=lambda m: m.__name__,
+)
 def test_all_is_sorted(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]
 

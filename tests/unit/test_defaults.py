@@ -1,0 +1,190 @@
+"""DESIGN.md §13: what an application gets when it configures nothing, and the level gate.
+
+The first tests run a fresh interpreter: structlog and the standard library's
+logging exactly as an application that configured neither leaves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from messagebus import Command, Context, Event, MessageBus, Registry
+
+APP = """
+import attrs
+from messagebus import Command, Context, Event, MessageBus, Registry
+
+@attrs.frozen
+class Allocate(Command[str]):
+    sku: str
+
+@attrs.frozen
+class Allocated(Event):
+    sku: str
+
+registry = Registry()
+
+@registry.register(uow=False)
+def allocate(cmd: Allocate, context: Context) -> str:
+    context.emit(Allocated(cmd.sku))
+    return "ok"
+
+@registry.register(uow=False)
+def notify(event: Allocated) -> None:
+    if event.sku == "broken":
+        raise ValueError("the mail server refused " + event.sku)
+
+bus = MessageBus(registry, sleep=lambda seconds: None)
+"""
+
+
+def run_app(body: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    app = folder / "app.py"
+    app.write_text(APP + textwrap.dedent(body), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, str(app)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_an_application_that_configures_no_logging_sees_nothing_for_successes(
+    tmp_path: Path,
+) -> None:
+    done = run_app(
+        """
+        for n in range(20):
+            assert "ok" == bus.handle(Allocate(f"lamp-{n}"))
+        bus.handle(Allocated("lamp"))
+        """,
+        tmp_path,
+    )
+
+    assert (0, "", "") == (done.returncode, done.stdout, done.stderr)
+
+
+def test_a_failure_is_one_concise_record_on_stderr_with_the_applications_frames_only(
+    tmp_path: Path,
+) -> None:
+    done = run_app(
+        """
+        assert "ok" == bus.handle(Allocate("broken"))
+        """,
+        tmp_path,
+    )
+
+    assert (0, "") == (done.returncode, done.stdout)
+    first, *traceback = done.stderr.splitlines()
+    assert first.startswith("messagebus: message_failed: __main__.notify on Allocated (")
+    assert first.endswith("): ValueError: the mail server refused broken")
+    assert "attempt=1" in first
+    assert "Traceback (most recent call last):" == traceback[0]
+    assert "ValueError: the mail server refused broken" == traceback[-1]
+    assert "messagebus" not in "\n".join(traceback[1:-1])  # the library's frames are left out
+    assert any('raise ValueError("the mail server refused "' in line for line in traceback)
+
+
+def test_with_the_standard_librarys_logging_at_info_successes_are_one_line_each(
+    tmp_path: Path,
+) -> None:
+    done = run_app(
+        """
+        import logging
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        bus = MessageBus(registry)
+        bus.handle(Allocate("lamp"))
+        """,
+        tmp_path,
+    )
+
+    lines = done.stderr.splitlines()
+    assert 2 == len(lines), done.stderr
+    assert lines[0].startswith("INFO messagebus: message_handled: __main__.allocate on Allocate (")
+    assert lines[1].startswith("INFO messagebus: message_handled: __main__.notify on Allocated (")
+
+
+class CountingLogger:
+    """A standard-library-like logger that counts how often its level is asked for."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.asked = 0
+        self.lines: list[str] = []
+
+    def isEnabledFor(self, level: int) -> bool:
+        self.asked += 1
+        return level >= self.level
+
+    def bind(self, **fields: Any) -> CountingLogger:
+        return self
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append(event)
+
+    warning = error = info
+
+
+@attrs.frozen
+class Allocate(Command[str]):
+    sku: str
+
+
+@attrs.frozen
+class Allocated(Event):
+    sku: str
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_the_level_is_asked_once_per_handle_whatever_the_events_that_follow(level: int) -> None:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        for n in range(3):
+            context.emit(Allocated(f"{cmd.sku}-{n}"))
+        return "ok"
+
+    @registry.register(uow=False)
+    def notify(event: Allocated) -> None:
+        pass
+
+    @registry.register(uow=False)
+    def audit(event: Allocated) -> None:
+        pass
+
+    logger = CountingLogger(level)
+    bus = MessageBus(registry, logger=logger)
+    for _ in range(5):
+        bus.handle(Allocate("lamp"))
+
+    assert 5 == logger.asked
+    assert (35 if level == logging.INFO else 0) == len(logger.lines)
+
+
+def test_a_handler_that_is_a_coroutine_function_is_refused_by_the_sync_bus() -> None:
+    from messagebus import ConfigurationError
+
+    registry = Registry()
+
+    @registry.register(uow=False)
+    async def allocate(cmd: Allocate) -> str:
+        return "never awaited"
+
+    class AsyncCallable:
+        async def __call__(self, event: Allocated) -> None:
+            pass
+
+    registry.register(AsyncCallable(), message=Allocated, uow=False)
+
+    with pytest.raises(ConfigurationError, match=r"allocate is asynchronous \(async def\)"):
+        MessageBus(registry)
