@@ -52,6 +52,7 @@ class AsyncMessageBus(AsyncDispatch):
         dead_letter_commands: As for :class:`MessageBus`.
         middleware: As for :class:`MessageBus`, each an ``async def`` function.
         clock: As for :class:`MessageBus`.
+        expected: As for :class:`MessageBus`.
 
     Raises:
         ConfigurationError: A handler or a middleware is not an ``async def`` function.
@@ -74,6 +75,7 @@ class AsyncMessageBus(AsyncDispatch):
         dead_letter_commands: bool = False,
         middleware: Sequence[AsyncMiddleware] = (),
         clock: Any = None,
+        expected: Iterable[type[BaseException]] = (),
     ) -> None:
         super().__init__(
             registry,
@@ -87,6 +89,7 @@ class AsyncMessageBus(AsyncDispatch):
             dead_letter_commands=dead_letter_commands,
             middleware=middleware,
             clock=clock,
+            expected=expected,
         )
         for plan in self._plans():
             if not is_async_callable(plan.registration.handler):

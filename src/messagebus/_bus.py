@@ -52,6 +52,10 @@ class MessageBus(SyncDispatch):
         clock: Where times come from: an object with ``time_ns()`` (creation
             times) and ``perf_counter()`` (durations, time-based retry stops);
             by default the :mod:`time` module. Tests pass a controlled one.
+        expected: Exception classes that are expected outcomes (as if they
+            derived from :class:`~messagebus.Expected`): raised to the caller
+            of a command, not retried, logged at INFO without a traceback,
+            never dead letters.
 
     Raises:
         ConfigurationError: A handler or a middleware is an ``async def``
@@ -76,6 +80,7 @@ class MessageBus(SyncDispatch):
         dead_letter_commands: bool = False,
         middleware: Sequence[Middleware] = (),
         clock: Any = None,
+        expected: Iterable[type[BaseException]] = (),
     ) -> None:
         super().__init__(
             registry,
@@ -89,6 +94,7 @@ class MessageBus(SyncDispatch):
             dead_letter_commands=dead_letter_commands,
             middleware=middleware,
             clock=clock,
+            expected=expected,
         )
         for plan in self._plans():
             if is_async_callable(plan.registration.handler):

@@ -25,7 +25,13 @@ from ._context import MESSAGE, Envelope, metadata_of
 from ._dependencies import CallPlan, check_dependencies, plan_call
 from ._log import AttemptLog
 from ._registry import Registration, Registry
-from .exceptions import ConfigurationError, DispatchError, MissingHandlersError, NotAMessageError
+from .exceptions import (
+    ConfigurationError,
+    DispatchError,
+    Expected,
+    MissingHandlersError,
+    NotAMessageError,
+)
 from .messages import Command, Event, Message, message_name, message_version
 from .observe import DeadLetter, DeadLetterStore, Listener
 from .retry import RetryPolicy, uses_clock
@@ -174,6 +180,7 @@ class BusCore:
         dead_letter_commands: bool,
         middleware: Sequence[Callable[..., Any]],
         clock: Any,
+        expected: Iterable[type[BaseException]],
     ) -> None:
         if uow is not None and not callable(uow):
             raise TypeError(f"uow must be a factory of units of work, not {uow!r}")
@@ -191,6 +198,7 @@ class BusCore:
         self._listeners = tuple(listeners)
         self._log = AttemptLog(logger, self._serializer, self._listeners, self._perf_counter)
         self._middleware = tuple(middleware)
+        self._expected: tuple[type[BaseException], ...] = (Expected, *_exception_types(expected))
         gate = self._log.gate
         #: Whether successes are logged: a bool, or asked once per handle().
         self._gated = callable(gate)
@@ -253,6 +261,14 @@ class BusCore:
     def dead_letters(self) -> DeadLetterStore | None:
         """The store of the handlings this bus gave up on, if it has one."""
         return self._dead_letters
+
+
+def _exception_types(items: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
+    types_ = tuple(items)
+    for item in types_:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ConfigurationError(f"expected= takes exception classes, not {item!r}")
+    return types_
 
 
 def is_async_callable(function: Any) -> bool:

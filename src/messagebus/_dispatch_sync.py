@@ -189,8 +189,12 @@ class SyncDispatch(BusCore):
 
         Failures are logged (and told to listeners) here, since only the policy
         knows whether one will be retried. Gives up by storing a dead letter
-        and raising the last error.
+        and raising the last error. An expected outcome (``expected=``) is
+        raised at once, logged as rejected, and stored nowhere.
         """
+        if isinstance(error, self._expected):
+            self._log.rejected(plan, call._envelope, call.attempt, call._started, error)
+            raise error
         clock = self._perf_counter
         controller = _RetryController(
             plan.policy, clock() if first_started is None else first_started, error, clock

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 EVENT_SUCCEEDED = "message_handled"
 EVENT_RETRYING = "message_attempt_failed"
 EVENT_FAILED = "message_failed"
+EVENT_REJECTED = "message_rejected"
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -93,7 +94,7 @@ class AttemptLog:
         return bind(**fields) if callable(bind) else _WithFields(logger, fields)
 
     def _fields(
-        self, envelope: Envelope, attempt: int, started: float | None, outcome: Outcome
+        self, envelope: Envelope, attempt: int, started: float | None, outcome: str
     ) -> dict[str, Any]:
         """The fields of one attempt's event, beyond those bound to the handler's logger."""
         message_id, correlation_id, causation_id, created_at = log_ids(envelope)
@@ -185,6 +186,26 @@ class AttemptLog:
             )
         except Exception as exc:
             _unwritable(EVENT_FAILED, exc)
+        if self._listeners:
+            self.tell(plan, envelope, attempt, started, "failed", error)
+
+    def rejected(
+        self,
+        plan: HandlerPlan,
+        envelope: Envelope,
+        attempt: int,
+        started: float | None,
+        error: BaseException,
+    ) -> None:
+        """An expected outcome (see :class:`~messagebus.Expected`): INFO, no traceback."""
+        try:
+            plan.logger.info(
+                EVENT_REJECTED,
+                **self._fields(envelope, attempt, started, "rejected"),
+                error=f"{type(error).__qualname__}: {error}",
+            )
+        except Exception as exc:
+            _unwritable(EVENT_REJECTED, exc)
         if self._listeners:
             self.tell(plan, envelope, attempt, started, "failed", error)
 

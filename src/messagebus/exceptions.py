@@ -34,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "DispatchError",
     "DuplicateHandlerError",
+    "Expected",
     "InvalidMessageDataError",
     "MessageBusError",
     "MessageNameConflictError",
@@ -69,6 +70,20 @@ class Transient(Exception):
 
         class StockServiceBusy(messagebus.Transient):
             pass
+    """
+
+
+class Expected(Exception):
+    """Base for an application's own errors that are expected outcomes, not failures.
+
+    A rejected command (an invalid sku, an order already paid) still reaches
+    the caller, but it is not retried, is logged at INFO as ``message_rejected``
+    without a traceback, and never becomes a dead letter::
+
+        class InvalidSku(messagebus.Expected):
+            pass
+
+    For exceptions the application does not own, ``MessageBus(expected=[...])``.
     """
 
 

@@ -15,8 +15,22 @@ from typing import Any
 
 import attrs
 import pytest
+import tenacity
+from structlog.typing import EventDict
 
-from messagebus import Command, Context, Event, MessageBus, Registry
+from messagebus import (
+    Command,
+    ConfigurationError,
+    Context,
+    Event,
+    Expected,
+    MessageBus,
+    Registry,
+    RetryPolicy,
+)
+from messagebus.observe import InMemoryDeadLetters
+
+from ._buses import Harness
 
 APP = """
 import attrs
@@ -172,8 +186,6 @@ def test_the_level_is_asked_once_per_handle_whatever_the_events_that_follow(leve
 
 
 def test_a_handler_that_is_a_coroutine_function_is_refused_by_the_sync_bus() -> None:
-    from messagebus import ConfigurationError
-
     registry = Registry()
 
     @registry.register(uow=False)
@@ -188,3 +200,69 @@ def test_a_handler_that_is_a_coroutine_function_is_refused_by_the_sync_bus() -> 
 
     with pytest.raises(ConfigurationError, match=r"allocate is asynchronous \(async def\)"):
         MessageBus(registry)
+
+
+# -- expected outcomes (DESIGN §13) --------------------------------------------------
+
+
+class InvalidSku(Expected):
+    pass
+
+
+class OutOfStock(Exception):
+    """An error the application does not own: marked with ``expected=``."""
+
+
+@pytest.mark.parametrize("error", [InvalidSku("no such sku: lamp"), OutOfStock("no lamps")])
+def test_an_expected_outcome_reaches_the_caller_once_logged_below_error_without_traceback(
+    h: Harness, logs: list[EventDict], error: Exception
+) -> None:
+    attempts: list[int] = []
+    letters = InMemoryDeadLetters()
+
+    @h.register(uow=False, retry=RetryPolicy(retry=tenacity.retry_always))
+    def allocate(cmd: Allocate) -> str:
+        attempts.append(1)
+        raise error
+
+    h.build(uow=None, expected=[OutOfStock], dead_letters=letters, dead_letter_commands=True)
+    with pytest.raises(type(error)) as caught:
+        h.handle(Allocate("lamp"))
+
+    assert caught.value is error
+    assert [1] == attempts  # not retried, even by a policy that retries everything
+    assert [] == letters.letters
+    (line,) = logs
+    assert ("message_rejected", "info", "rejected") == (
+        line["event"],
+        line["log_level"],
+        line["outcome"],
+    )
+    assert f"{type(error).__qualname__}: {error}" == line["error"]
+    assert "exc_info" not in line
+
+
+def test_an_event_handlers_expected_outcome_is_isolated_and_never_a_dead_letter(
+    h: Harness, logs: list[EventDict]
+) -> None:
+    letters = InMemoryDeadLetters()
+    ran: list[str] = []
+
+    @h.register(uow=False)
+    def reject(event: Allocated) -> None:
+        raise InvalidSku(event.sku)
+
+    @h.register(uow=False)
+    def notify(event: Allocated) -> None:
+        ran.append(event.sku)
+
+    h.build(uow=None, dead_letters=letters)
+    h.handle(Allocated("lamp"))
+
+    assert (["lamp"], []) == (ran, letters.letters)
+    assert ["message_rejected", "message_handled"] == [line["event"] for line in logs]
+
+
+def test_expected_takes_exception_classes_only() -> None:
+    with pytest.raises(ConfigurationError, match="expected= takes exception classes, not 'x'"):
+        MessageBus(Registry(), expected=["x"])  # type: ignore[list-item]

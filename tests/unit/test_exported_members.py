@@ -23,6 +23,7 @@ EXPECTED_MESSAGEBUS = [
     "DispatchError",
     "DuplicateHandlerError",
     "Event",
+    "Expected",
     "HasEvents",
     "InvalidMessageDataError",
     "Message",
@@ -79,7 +80,7 @@ EXCEPTIONS = [
 ]
 
 #: Not a messagebus error: the base an application gives its own retryable errors.
-MARKERS = [messagebus.Transient]
+MARKERS = [messagebus.Transient, messagebus.Expected]
 
 
 def test_messagebus_exports_exactly_these_names() -> None:
