@@ -191,6 +191,8 @@ class BusCore:
             registry, dependencies or {}, uow, retry if retry is not None else RetryPolicy()
         )
         check_required(require_handlers, self._commands)
+        self._dependency_names = tuple(dependencies or ())
+        self._has_uow = uow is not None
         self._serializer = serializer_for(registry)
         self._clock = time if clock is None else clock
         self._time_ns: Callable[[], int] = self._clock.time_ns
@@ -251,6 +253,49 @@ class BusCore:
         yield from self._commands.values()
         for plans in self._events.values():
             yield from plans
+
+    def handlers(self) -> dict[type[Message], tuple[str, ...]]:
+        """What this bus handles: each message type, and its handlers' names in the order run.
+
+        The same wiring that ``messagebus graph`` draws; a command has one handler.
+        """
+        wired: dict[type[Message], tuple[str, ...]] = {
+            message_type: (plan.name,) for message_type, plan in self._commands.items()
+        }
+        wired.update(
+            (message_type, tuple(plan.name for plan in plans))
+            for message_type, plans in self._events.items()
+        )
+        return wired
+
+    def check(self, require_handlers: Iterable[type[Command[Any]] | types.ModuleType]) -> None:
+        """Fail when a required command has no handler: the start-up check, asked later.
+
+        Args:
+            require_handlers: Command types, or modules whose commands are all
+                required (as ``MessageBus(require_handlers=...)`` takes them).
+
+        Raises:
+            MissingHandlersError: Naming every required command without a handler.
+        """
+        check_required(require_handlers, self._commands)
+
+    def __repr__(self) -> str:
+        handlers = sum(1 for _ in self._plans())
+        parts = [
+            f"commands={len(self._commands)}",
+            f"events={len(self._events)}",
+            f"handlers={handlers}",
+            f"dependencies={sorted(self._dependency_names)!r}",
+            f"uow={'yes' if self._has_uow else 'no'}",
+        ]
+        if self._middleware:
+            parts.append(f"middleware={len(self._middleware)}")
+        if self._listeners:
+            parts.append(f"listeners={len(self._listeners)}")
+        if self._dead_letters is not None:
+            parts.append(f"dead_letters={type(self._dead_letters).__name__}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     @property
     def serializer(self) -> Serializer:

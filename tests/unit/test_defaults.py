@@ -266,3 +266,43 @@ def test_an_event_handlers_expected_outcome_is_isolated_and_never_a_dead_letter(
 def test_expected_takes_exception_classes_only() -> None:
     with pytest.raises(ConfigurationError, match="expected= takes exception classes, not 'x'"):
         MessageBus(Registry(), expected=["x"])  # type: ignore[list-item]
+
+
+# -- asking a built bus what it handles ------------------------------------------------
+
+
+def test_a_built_bus_lists_what_it_handles_and_checks_required_commands_on_request() -> None:
+    from messagebus import MissingHandlersError
+
+    @attrs.frozen
+    class Cancel(Command[None]):
+        orderid: str
+
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def allocate(cmd: Allocate) -> str:
+        return "ok"
+
+    @registry.register(uow=False)
+    def notify(event: Allocated) -> None:
+        pass
+
+    @registry.register(uow=False)
+    def audit(event: Allocated) -> None:
+        pass
+
+    bus = MessageBus(registry, dependencies={"mailer": object()})
+
+    prefix = allocate.__qualname__.removesuffix("allocate")
+    prefix = f"{__name__}.{prefix}"
+    assert {
+        Allocate: (prefix + "allocate",),
+        Allocated: (prefix + "notify", prefix + "audit"),
+    } == bus.handlers()
+    bus.check([Allocate])
+    with pytest.raises(MissingHandlersError, match="Cancel"):
+        bus.check([Allocate, Cancel])
+    assert "MessageBus(commands=1, events=1, handlers=3, dependencies=['mailer'], uow=no)" == repr(
+        bus
+    )
