@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from allocation.bootstrap import Service
 from allocation.domain import commands, events
@@ -61,6 +64,25 @@ def test_allocate_is_an_error_for_an_unknown_sku(
     with pytest.raises(InvalidSku, match="Invalid sku NONEXISTENTSKU"):
         service.bus.handle(commands.Allocate("o1", "NONEXISTENTSKU", 10))
     assert (0, 1) == (uows[-1].committed, uows[-1].rolled_back)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[EventDict]]:
+    """The structlog events of the test; asked for before ``service``, whose bus logs here."""
+    with capture_logs() as entries:
+        yield entries
+
+
+def test_an_unknown_sku_is_an_expected_outcome_logged_at_info_without_a_traceback(
+    logs: list[EventDict], service: Service
+) -> None:
+    with pytest.raises(InvalidSku):
+        service.bus.handle(commands.Allocate("o1", "NONEXISTENTSKU", 10))
+
+    assert [("message_rejected", "info", "InvalidSku: Invalid sku NONEXISTENTSKU")] == [
+        (line["event"], line["log_level"], line["error"]) for line in logs
+    ]
+    assert "exc_info" not in logs[0]
 
 
 def test_allocated_is_published_and_reaches_the_read_model(

@@ -13,13 +13,17 @@ from allocation.adapters.notifications import Notifications
 from allocation.adapters.publisher import Publish
 from allocation.domain import commands, events, model
 from allocation.views import AllocationsView
-from messagebus import Registry
+from messagebus import Expected, Registry
 
 registry = Registry()
 
 
-class InvalidSku(Exception):
-    """A command names a sku the service has no product for."""
+class InvalidSku(Expected):
+    """A command names a sku the service has no product for.
+
+    An expected outcome (answered with 400), not a failure: the bus logs it at
+    INFO without a traceback, and does not retry it.
+    """
 
     def __init__(self, sku: str) -> None:
         self.sku = sku
