@@ -15,6 +15,7 @@ writes WARNING and above to stderr).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -51,11 +52,19 @@ def info_gate(logger: Any) -> bool | Callable[[], bool]:
     """Whether successes are logged: fixed (a bool), or asked (a callable) once per ``handle()``.
 
     structlog's filtering loggers fix their level when configured; a standard
-    library logger's level can change at run time.
+    library logger's level can change at run time, so it is asked each time.
+    The bus's own default (nothing configured) is asked once, when the bus is
+    built: the quiet library runs at full speed, and an application that sets
+    ``logging`` up at INFO before building the bus sees its successes.
     """
+    if isinstance(logger, _PlainLines):
+        return logger.logger.isEnabledFor(logging.INFO)
+    if isinstance(logger, structlog.stdlib.BoundLogger):
+        # Its level is its standard-library logger's: ask that one, a call fewer.
+        return functools.partial(logging.getLogger(logger.name).isEnabledFor, logging.INFO)
     stdlib_check = getattr(logger, "isEnabledFor", None)
     if callable(stdlib_check):
-        return lambda: bool(stdlib_check(logging.INFO))
+        return functools.partial(stdlib_check, logging.INFO)
     structlog_check = getattr(logger, "is_enabled_for", None)
     if callable(structlog_check):
         return bool(structlog_check(logging.INFO))
@@ -272,6 +281,11 @@ class _PlainLines:
     def __init__(self, logger: logging.Logger, bound: dict[str, Any]) -> None:
         self._logger = logger
         self._bound = bound
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The standard library's logger the lines go to."""
+        return self._logger
 
     def bind(self, **fields: Any) -> _PlainLines:
         return _PlainLines(self._logger, {**self._bound, **fields})
