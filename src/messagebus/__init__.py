@@ -14,6 +14,7 @@ from .exceptions import (
     ConfigurationError,
     DispatchError,
     DuplicateHandlerError,
+    FrozenRegistryError,
     InvalidMessageDataError,
     MessageBusError,
     MessageNameConflictError,
@@ -25,6 +26,7 @@ from .exceptions import (
     Transient,
     UnknownMessageError,
     UnresolvedDependencyError,
+    UnusedDependencyError,
 )
 from .messages import Command, Event, Message, Metadata, message_name, message_version
 from .retry import RetryPolicy, is_transient, retry_if_transient
@@ -49,6 +51,7 @@ __all__ = [
     "DispatchError",
     "DuplicateHandlerError",
     "Event",
+    "FrozenRegistryError",
     "HasEvents",
     "InvalidMessageDataError",
     "Message",
@@ -68,6 +71,7 @@ __all__ = [
     "UnitOfWork",
     "UnknownMessageError",
     "UnresolvedDependencyError",
+    "UnusedDependencyError",
     "is_transient",
     "make_converter",
     "message_name",

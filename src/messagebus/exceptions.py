@@ -10,8 +10,10 @@ or deserialised::
     │   ├── MissingAnnotationError
     │   ├── DuplicateHandlerError
     │   ├── UnresolvedDependencyError
+    │   ├── UnusedDependencyError
     │   ├── MessageNameConflictError
-    │   └── MissingHandlersError
+    │   ├── MissingHandlersError
+    │   └── FrozenRegistryError
     ├── DispatchError
     │   ├── NotAMessageError
     │   └── NoHandlerError
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigurationError",
     "DispatchError",
     "DuplicateHandlerError",
+    "FrozenRegistryError",
     "InvalidMessageDataError",
     "MessageBusError",
     "MessageNameConflictError",
@@ -45,6 +48,7 @@ __all__ = [
     "Transient",
     "UnknownMessageError",
     "UnresolvedDependencyError",
+    "UnusedDependencyError",
 ]
 
 
@@ -135,6 +139,26 @@ class UnresolvedDependencyError(ConfigurationError):
         )
 
 
+class UnusedDependencyError(ConfigurationError):
+    """Dependencies were given to the bus that no handler asks for.
+
+    Often a typo in a parameter's name, or a handler that was never
+    registered. Its text is also what the bus says when it only warns.
+
+    Attributes:
+        names: The names of the unused dependencies.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        listed = ", ".join(repr(name) for name in self.names)
+        super().__init__(
+            f"no handler asks for the dependenc{'y' if len(self.names) == 1 else 'ies'} "
+            f"{listed}: check the handlers' parameter names, or remove "
+            f"{'it' if len(self.names) == 1 else 'them'}"
+        )
+
+
 class MessageNameConflictError(ConfigurationError):
     """Two different message types share one name.
 
@@ -164,6 +188,30 @@ class MissingHandlersError(ConfigurationError):
         self.message_types = tuple(message_types)
         names = ", ".join(sorted(_describe(t) for t in self.message_types))
         super().__init__(f"no handler is registered for these commands: {names}")
+
+
+class FrozenRegistryError(ConfigurationError):
+    """A handler was registered after a bus was built from the registry.
+
+    A bus resolves its handlers when it is built: one registered later would
+    never be called.
+
+    Attributes:
+        handler: The handler refused (or the registry, for ``include``).
+    """
+
+    def __init__(self, handler: object) -> None:
+        self.handler = handler
+        what = (
+            "another registry's handlers"
+            if type(handler).__name__ == "Registry"
+            else _describe(handler)
+        )
+        super().__init__(
+            f"cannot register {what}: a bus was already built from this registry, and a bus "
+            "takes its handlers when it is built, so it would never call it; register every "
+            "handler before building the bus, or build another bus from a new Registry"
+        )
 
 
 class DispatchError(MessageBusError):
