@@ -9,6 +9,7 @@ from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
 from ._context import Context
 from ._registry import Registry
+from ._version import __version__ as __version__
 from .exceptions import (
     ConcurrencyError,
     ConfigurationError,
