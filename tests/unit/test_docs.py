@@ -21,6 +21,7 @@ Every page under ``docs/`` and ``README.md`` runs in a namespace of its own
 
 from __future__ import annotations
 
+import code
 import contextlib
 import importlib
 import io
@@ -252,3 +253,92 @@ def test_only_blocks_titled_with_a_file_name_are_files() -> None:
     files = [block.file for block in blocks_of("p.md", text)]
 
     assert ["shop.py", "tests/test_shop.py", "pyproject.toml", None, None, None] == files
+
+
+# -- the tutorial, pasted into a Python shell -----------------------------------------
+
+
+class Shell(code.InteractiveConsole):
+    """Python's interactive shell (the classic one), its errors kept rather than printed."""
+
+    def __init__(self, namespace: dict[str, object]) -> None:
+        super().__init__(namespace)
+        self.errors: list[str] = []
+
+    def write(self, data: str) -> None:
+        self.errors.append(data)
+
+    def paste(self, block: str) -> None:
+        """Type a block in line by line, as a paste does, and press Enter after it."""
+        for line in [*block.splitlines(), ""]:
+            self.push(line)
+
+
+@pytest.mark.parametrize("page", ["docs/tutorial.md", "docs/walkthrough.md"])
+def test_the_page_s_blocks_run_pasted_into_a_python_shell_one_after_another(page: str) -> None:
+    # The page says so: a blank line inside an indented block would end it there,
+    # and what follows would be an IndentationError.
+    assert "paste them into a Python shell" in (ROOT / page).read_text(encoding="utf-8")
+    name = "docs_shell_" + re.sub(r"\W", "_", page.removesuffix(".md"))
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    shell = Shell(module.__dict__)
+    try:
+        for block in page_blocks(page):
+            if block.is_python and not block.file and not block.not_run:
+                with capture_logs(), contextlib.redirect_stdout(io.StringIO()):
+                    shell.paste(block.code)
+                assert [] == shell.errors, f"{block.where}:\n{''.join(shell.errors)}"
+    finally:
+        dispose_engines(module.__dict__)
+        del sys.modules[name]
+        structlog.reset_defaults()
+
+
+def test_the_web_how_to_leads_with_the_integration() -> None:
+    blocks = [block for block in page_blocks("docs/how-to/embedding.md") if block.is_python]
+
+    assert "from flask import Flask" in blocks[0].code
+    assert "app = Flask(" in blocks[0].code
+    # The domain comes last, as a file the integration imports.
+    [domain] = [block for block in blocks if "class Product" in block.code]
+    assert (blocks[-1], "shop.py") == (domain, domain.file)
+
+
+# -- how the code reads on the site ---------------------------------------------------
+
+#: Wider than this, a line ends behind a scroll bar on a laptop's screen.
+COMMENT_WIDTH = 88
+CODE_WIDTH = 100
+
+
+def written_lines(page: str) -> list[tuple[int, str]]:
+    """The lines of the page's code blocks as written there (included files aside)."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    found = []
+    for match in FENCE.finditer(text):
+        first = text.count("\n", 0, match.start("body")) + 1
+        for offset, line in enumerate(match["body"].splitlines()):
+            if not SNIPPET.match(line):
+                found.append((first + offset, line))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_comment_in_the_docs_code_is_cut_off_by_scrolling(page: str) -> None:
+    too_wide = [
+        f"{page}:{number}"
+        for number, line in written_lines(page)
+        if len(line) > CODE_WIDTH or (len(line) > COMMENT_WIDTH and "#" in line)
+    ]
+    assert [] == too_wide
+
+
+def test_the_site_wraps_long_code_lines_and_has_a_copy_button() -> None:
+    import yaml  # mkdocs's own dependency
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    css = (ROOT / "docs" / config["extra_css"][0]).read_text(encoding="utf-8")
+
+    assert "content.code.copy" in config["theme"]["features"]
+    assert ".md-typeset pre > code {\n  white-space: pre-wrap;" in css
