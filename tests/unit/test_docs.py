@@ -14,6 +14,10 @@ Every page under ``docs/`` and ``README.md`` runs in a namespace of its own
   that folder, as the reader would, and they must pass.
 - A ``text`` block titled ``output`` is what the Python block before it
   prints: the two must be the same.
+- A ``console`` block's ``$`` lines are commands (``messagebus ...`` or
+  ``python ...``), run in the project folder in their place among the
+  Python blocks; each must exit with status 0, and the lines shown after it
+  must be in its output (spaces aside: a table's columns may be wider).
 - A block opts out only with an explicit marker, where running it is truly
   impossible: ``<!-- not-run: the reason -->`` on the line before it, or
   ``title="not run"``.
@@ -25,7 +29,10 @@ import code
 import contextlib
 import importlib
 import io
+import os
 import re
+import shlex
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -174,6 +181,8 @@ def test_every_python_block_of_the_page_runs(
                 assert block.code == printed, (
                     f"{block.where}: the block before it printed\n{printed}"
                 )
+            elif block.lang == "console" and not block.not_run:
+                run_console(block)
         for block in files:
             imported = module_name(block.file or "")
             if imported is not None:
@@ -189,6 +198,40 @@ def test_every_python_block_of_the_page_runs(
         outcomes = result.parseoutcomes()
         assert result.ret == 0, f"the tests of {page} failed:\n{result.stdout.str()}"
         assert outcomes.get("passed", 0) >= 1, result.stdout.str()
+
+
+def commands_of(block: Block) -> list[tuple[str, list[str]]]:
+    """The ``$`` commands of a console block, each with the lines shown after it."""
+    commands: list[tuple[str, list[str]]] = []
+    for line in block.code.splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], []))
+        elif line.strip():
+            assert commands, f"{block.where}: output before any command: {line!r}"
+            commands[-1][1].append(line)
+    return commands
+
+
+def run_console(block: Block) -> None:
+    """Run a console block's commands as a reader would, in the current directory."""
+    programs = {"messagebus": [sys.executable, "-m", "messagebus"], "python": [sys.executable]}
+    for command, shown in commands_of(block):
+        program, *arguments = shlex.split(command)
+        assert program in programs, f"{block.where}: only {sorted(programs)} run: {command}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MESSAGEBUS", "PYTEST"))}
+        result = subprocess.run(
+            [*programs[program], *arguments],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        assert 0 == result.returncode, f"{block.where}: {command}\n{output}"
+        flat = " ".join(output.split())
+        missing = [line for line in shown if " ".join(line.split()) not in flat]
+        assert [] == missing, f"{block.where}: {command} printed\n{output}"
 
 
 def dispose_engines(namespace: dict[str, object]) -> None:
@@ -275,10 +318,18 @@ class Shell(code.InteractiveConsole):
 
 
 @pytest.mark.parametrize("page", ["docs/tutorial.md", "docs/walkthrough.md"])
-def test_the_page_s_blocks_run_pasted_into_a_python_shell_one_after_another(page: str) -> None:
+def test_the_page_s_blocks_run_pasted_into_a_python_shell_one_after_another(
+    page: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # The page says so: a blank line inside an indented block would end it there,
     # and what follows would be an IndentationError.
     assert "paste them into a Python shell" in (ROOT / page).read_text(encoding="utf-8")
+    for block in page_blocks(page):
+        if block.file and not block.not_run:
+            (tmp_path / block.file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / block.file).write_text(block.code, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
     name = "docs_shell_" + re.sub(r"\W", "_", page.removesuffix(".md"))
     module = types.ModuleType(name)
     sys.modules[name] = module
@@ -292,6 +343,7 @@ def test_the_page_s_blocks_run_pasted_into_a_python_shell_one_after_another(page
     finally:
         dispose_engines(module.__dict__)
         del sys.modules[name]
+        forget_modules_under(tmp_path)
         structlog.reset_defaults()
 
 
