@@ -129,9 +129,9 @@ class Registry:
     A command has exactly one handler: a second is refused at once.
     An event has any number, run in registration order.
 
-    A bus resolves its handlers once, when it is built, and freezes the
-    registry it was built from (:meth:`freeze`): a handler registered later
-    would never be called, so registering it is an error.
+    A bus resolves its handlers once, when it is built: a handler registered
+    later would never be called by it. :meth:`freeze` makes registering one an
+    error that says so (:class:`~messagebus.FrozenRegistryError`).
     """
 
     def __init__(self) -> None:
@@ -142,7 +142,8 @@ class Registry:
     def freeze(self) -> None:
         """Refuse any further registration; calling it again does nothing.
 
-        A bus calls it when it is built from this registry.
+        For a registry that a bus was built from: a handler registered in it
+        later would not be that bus's.
         """
         self._frozen = True
 
@@ -223,7 +224,7 @@ class Registry:
             MissingAnnotationError: The message type can be found neither in
                 ``message`` nor in the annotation.
             DuplicateHandlerError: The command already has a handler.
-            FrozenRegistryError: A bus was already built from this registry.
+            FrozenRegistryError: The registry is frozen.
         """
 
         def decorate(fn: F) -> F:
@@ -291,7 +292,7 @@ class Registry:
 
         Raises:
             DuplicateHandlerError: A command has a handler in both registries.
-            FrozenRegistryError: A bus was already built from this registry.
+            FrozenRegistryError: The registry is frozen.
         """
         if self._frozen:
             raise FrozenRegistryError(other)

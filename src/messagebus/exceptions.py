@@ -191,7 +191,7 @@ class MissingHandlersError(ConfigurationError):
 
 
 class FrozenRegistryError(ConfigurationError):
-    """A handler was registered after a bus was built from the registry.
+    """A handler was registered in a frozen registry (see ``Registry.freeze``).
 
     A bus resolves its handlers when it is built: one registered later would
     never be called.
@@ -208,9 +208,9 @@ class FrozenRegistryError(ConfigurationError):
             else _describe(handler)
         )
         super().__init__(
-            f"cannot register {what}: a bus was already built from this registry, and a bus "
-            "takes its handlers when it is built, so it would never call it; register every "
-            "handler before building the bus, or build another bus from a new Registry"
+            f"cannot register {what}: the registry is frozen (a bus built from it takes its "
+            "handlers when it is built, and would never call one registered later); register "
+            "every handler before building the bus, or build another bus from a new Registry"
         )
 
 

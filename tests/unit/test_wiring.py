@@ -737,7 +737,7 @@ def test_a_frozen_registry_refuses_a_handler_saying_what_to_do() -> None:
         registry.register(late)
 
     assert late is caught.value.handler
-    assert f"cannot register {full_name(late)}: a bus was already built" in str(caught.value)
+    assert f"cannot register {full_name(late)}: the registry is frozen" in str(caught.value)
     assert "register every handler before building the bus" in str(caught.value)
     assert {} == dict(registry.commands)
 
