@@ -19,6 +19,8 @@ SOURCES := $(wildcard src tests examples scripts bench)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# This project was installed as "messagebus" before it took its PyPI name.
+	$(BIN)/python -m pip uninstall --quiet --yes messagebus 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import structlog
 
+import messagebus
 from bench._api import Case, NotApplicable, expect
 from bench.impls import _mbapp as app
 from bench.impls._domain import ORDERID, QTY, SKU
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def versions() -> dict[str, str]:
     """This project's version and commit, and those of its dependencies."""
-    described = version("messagebus")
+    described = messagebus.__version__
     try:
         commit = subprocess.run(
             ["git", "describe", "--always", "--dirty"],

@@ -9,12 +9,14 @@ from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
 from ._context import Context
 from ._registry import Registry
+from ._version import __version__ as __version__
 from .exceptions import (
     ConcurrencyError,
     ConfigurationError,
     DispatchError,
     DuplicateHandlerError,
     Expected,
+    FrozenRegistryError,
     InvalidMessageDataError,
     MessageBusError,
     MessageNameConflictError,
@@ -26,6 +28,7 @@ from .exceptions import (
     Transient,
     UnknownMessageError,
     UnresolvedDependencyError,
+    UnusedDependencyError,
 )
 from .messages import Command, Event, Message, Metadata, message_name, message_version
 from .retry import RetryPolicy, is_transient, retry_if_transient
@@ -51,6 +54,7 @@ __all__ = [
     "DuplicateHandlerError",
     "Event",
     "Expected",
+    "FrozenRegistryError",
     "HasEvents",
     "InvalidMessageDataError",
     "Message",
@@ -70,6 +74,7 @@ __all__ = [
     "UnitOfWork",
     "UnknownMessageError",
     "UnresolvedDependencyError",
+    "UnusedDependencyError",
     "is_transient",
     "make_converter",
     "message_name",

@@ -9,24 +9,30 @@ For each handler the parameters after the message are matched, in this order:
 5. annotated with a class of which exactly one dependency is an instance: that one;
 6. with a default value: left to its default.
 
-Anything else is an error naming the handler and the parameter. The result is
-a ``functools.partial`` holding the fixed dependencies, so that dispatch
+Anything else is an error naming the handler and the parameter (and the
+dependency it was probably meant to be, when one has a close name). The result
+is a ``functools.partial`` holding the fixed dependencies, so that dispatch
 inspects no signature.
+
+A dependency that no handler asks for is likely a mistake too (a renamed
+parameter, a handler not registered): :func:`unused_dependencies` finds them
+from the plans, and :class:`UnusedDependencyError` says so.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from ._context import Context
 from ._registry import Registration
-from .exceptions import ConfigurationError, UnresolvedDependencyError
+from .exceptions import ConfigurationError, UnresolvedDependencyError, UnusedDependencyError
 from .messages import Metadata
 from .unit_of_work import AbstractUnitOfWork, UnitOfWork
 
@@ -44,6 +50,8 @@ class CallPlan:
     #: The per-attempt parameters when they are the first ones after the
     #: message, in order, and may be passed positionally; () otherwise.
     positional: tuple[str, ...] = ()
+    #: The names of the dependencies this handler was given.
+    dependencies: tuple[str, ...] = ()
 
     @property
     def per_attempt(self) -> bool:
@@ -89,6 +97,7 @@ def plan_call(
     parameters = list(inspect.signature(handler).parameters.values())[1:]
     hints = _hints(handler)
     fixed: dict[str, object] = {}
+    used: list[str] = []
     uow_parameter = context_parameter = metadata_parameter = None
     per_attempt: list[tuple[int, str]] = []
     for index, parameter in enumerate(parameters):
@@ -117,22 +126,19 @@ def plan_call(
             per_attempt.append((index, name))
         elif name in dependencies:
             fixed[name] = dependencies[name]
+            used.append(name)
         else:
             matches = _matches_by_type(annotation, dependencies)
             if len(matches) == 1:
                 fixed[name] = dependencies[matches[0]]
+                used.append(matches[0])
             elif len(matches) > 1:
                 raise unresolved(
                     f"several dependencies are {annotation.__qualname__} instances "
                     f"({', '.join(sorted(matches))}); rename the parameter to choose one"
                 )
             elif parameter.default is inspect.Parameter.empty:
-                by_type = (
-                    f" and none is an instance of {annotation.__qualname__}"
-                    if _plain_class(annotation) and annotation is not object
-                    else ""
-                )
-                raise unresolved(f"no dependency is named {name!r}{by_type}")
+                raise unresolved(_nothing_provides(name, annotation, dependencies))
     call = functools.partial(handler, **fixed) if fixed else handler
     leading = (
         _forwards_positional_arguments(handler)
@@ -143,7 +149,55 @@ def plan_call(
         )
     )
     positional = tuple(name for _, name in per_attempt) if leading else ()
-    return CallPlan(call, uow_parameter, context_parameter, metadata_parameter, positional)
+    return CallPlan(
+        call,
+        uow_parameter,
+        context_parameter,
+        metadata_parameter,
+        positional,
+        tuple(dict.fromkeys(used)),
+    )
+
+
+def _nothing_provides(name: str, annotation: Any, dependencies: Mapping[str, object]) -> str:
+    """Why nothing provides a parameter, with the dependency meant when a name is close."""
+    typed = (
+        _plain_class(annotation)
+        and annotation is not object
+        and annotation is not inspect.Parameter.empty
+    )
+    by_type = f" and none is an instance of {annotation.__qualname__}" if typed else ""
+    close = difflib.get_close_matches(name, list(dependencies), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    if not dependencies:
+        hint = "; the bus was given no dependencies (MessageBus(dependencies={...}))"
+    return f"no dependency is named {name!r}{by_type}{hint}"
+
+
+def unused_dependencies(
+    dependencies: Mapping[str, object], plans: Iterable[CallPlan]
+) -> tuple[str, ...]:
+    """The names of the dependencies that no handler was given, in the given order.
+
+    Args:
+        dependencies: The dependencies the bus was built with.
+        plans: The call plans of every handler of the bus (from :func:`plan_call`).
+    """
+    used = {name for plan in plans for name in plan.dependencies}
+    return tuple(name for name in dependencies if name not in used)
+
+
+def check_unused_dependencies(
+    dependencies: Mapping[str, object], plans: Iterable[CallPlan]
+) -> None:
+    """Refuse dependencies that no handler asks for.
+
+    Raises:
+        UnusedDependencyError: Some dependencies are given to no handler.
+    """
+    unused = unused_dependencies(dependencies, plans)
+    if unused:
+        raise UnusedDependencyError(unused)
 
 
 def _forwards_positional_arguments(handler: Callable[..., Any]) -> bool:

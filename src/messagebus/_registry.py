@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
-from .exceptions import DuplicateHandlerError, MissingAnnotationError
+from .exceptions import DuplicateHandlerError, FrozenRegistryError, MissingAnnotationError
 from .messages import Command, Event, Message
 from .retry import RetryPolicy
 
@@ -128,11 +128,42 @@ class Registry:
 
     A command has exactly one handler: a second is refused at once.
     An event has any number, run in registration order.
+
+    A bus resolves its handlers once, when it is built: a handler registered
+    later would never be called by it. :meth:`freeze` makes registering one an
+    error that says so (:class:`~messagebus.FrozenRegistryError`).
     """
 
     def __init__(self) -> None:
         self._commands: dict[type[Message], Registration] = {}
         self._events: dict[type[Message], list[Registration]] = {}
+        self._frozen = False
+
+    def freeze(self) -> None:
+        """Refuse any further registration; calling it again does nothing.
+
+        For a registry that a bus was built from: a handler registered in it
+        later would not be that bus's.
+        """
+        self._frozen = True
+
+    @property
+    def frozen(self) -> bool:
+        """Whether :meth:`freeze` was called: registration is then refused."""
+        return self._frozen
+
+    def __repr__(self) -> str:
+        events = sum(len(registrations) for registrations in self._events.values())
+        handlers = sorted(
+            {r.name for r in self._commands.values()}
+            | {r.name for rs in self._events.values() for r in rs}
+        )
+        frozen = ", frozen" if self._frozen else ""
+        return (
+            f"<Registry: {len(self._commands)} command handler"
+            f"{'' if len(self._commands) == 1 else 's'}, {events} event handler"
+            f"{'' if events == 1 else 's'}{frozen}: {', '.join(handlers) or 'none'}>"
+        )
 
     @overload
     def register(
@@ -193,6 +224,7 @@ class Registry:
             MissingAnnotationError: The message type can be found neither in
                 ``message`` nor in the annotation.
             DuplicateHandlerError: The command already has a handler.
+            FrozenRegistryError: The registry is frozen.
         """
 
         def decorate(fn: F) -> F:
@@ -210,6 +242,8 @@ class Registry:
         retry: RetryPolicy | None,
         uow: bool,
     ) -> None:
+        if self._frozen:
+            raise FrozenRegistryError(handler)
         if not callable(handler):
             raise MissingAnnotationError(handler, "a handler must be callable")
         if retry is not None and not isinstance(retry, RetryPolicy):
@@ -258,7 +292,10 @@ class Registry:
 
         Raises:
             DuplicateHandlerError: A command has a handler in both registries.
+            FrozenRegistryError: The registry is frozen.
         """
+        if self._frozen:
+            raise FrozenRegistryError(other)
         if other is self:
             return
         for message_type, registration in other._commands.items():

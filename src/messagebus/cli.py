@@ -2,33 +2,64 @@
 
 ::
 
-    messagebus replay LOG --app module:factory [--type NAME] [--since TIME] [--until TIME]
+    messagebus replay LOG --app APP [--type NAME] [--since TIME] [--until TIME]
                           [--failed-only] [--include-events] [--dry-run] [--strict]
-    messagebus dead-letters list  --app module:factory [--type NAME] [--handler NAME]
+    messagebus dead-letters list  --app APP [--type NAME] [--handler NAME]
                                   [--resolved | --all] [--limit N] [--json]
-    messagebus dead-letters show  ID --app module:factory [--json]
-    messagebus dead-letters retry (ID ... | --type NAME | --all) --app module:factory
-    messagebus dead-letters purge (ID ... | --type NAME | --resolved | --all) --app module:factory
+    messagebus dead-letters show  ID --app APP [--json]
+    messagebus dead-letters retry (ID ... | --type NAME | --all) --app APP
+    messagebus dead-letters purge (ID ... | --type NAME | --resolved | --all) --app APP
+    messagebus --version | --help
 
-``--app module:factory`` names the application's own code (trusted, unlike a
-log): a function that takes no arguments and returns a
-:class:`~messagebus.MessageBus` or an :class:`~messagebus.AsyncMessageBus`
-(or an object whose ``bus`` attribute is one), or such a bus itself. The
-current directory is importable, as it is for ``python -m``. ``MESSAGEBUS_APP``
-gives it when ``--app`` is not given.
+``--app`` names the application's own code (trusted, unlike a log), as
+``module:factory`` (``myapp.bootstrap:make_bus``) or ``path/to/file.py:factory``:
+a function that takes no arguments and returns a :class:`~messagebus.MessageBus`
+or an :class:`~messagebus.AsyncMessageBus` (or an object whose ``bus``
+attribute is one), or such a bus itself. The current directory is importable,
+as it is for ``python -m``; a file's folder is too (its package's, when it is in
+one), as Flask does. ``MESSAGEBUS_APP`` gives it when ``--app`` is not given.
 
 Exit status: 0 when the command did what it was asked (a replay that
 reported bad lines included); 1 when something could not be done (``--strict``
 and a problem; a dead letter not found, or a retry that failed); 2 when the
-command could not start (wrong arguments, an application or a log that cannot
-be loaded).
+command could not start (wrong arguments, no command, an application or a log
+that cannot be loaded, a file that is not a log); 130 when interrupted.
 
-The progress bar and tables need ``rich``: ``pip install 'messagebus[cli]'``.
+The progress bar and tables need ``rich``: ``pip install 'service-messagebus[cli]'``.
+Shell completion is click's: ``eval "$(_MESSAGEBUS_COMPLETE=bash_source messagebus)"``
+in ``~/.bashrc`` (``zsh_source`` for zsh, ``fish_source`` for fish).
+
+Adding a command
+----------------
+
+The command line is a `click <https://click.palletsprojects.com>`_ group,
+:data:`cli`. A new command is a function decorated with ``@cli.command()``
+(or ``@cli.group()`` for one with actions, as ``dead-letters``), placed in
+its own section of this module or in a module of its own imported at the
+end of this one. It takes ``--app`` with the ``@_app_option`` decorator and
+gets the bus from :func:`_app`; it returns its exit status (:data:`OK`,
+:data:`NOT_DONE`), raises :class:`CannotStart` when it cannot start (exit 2),
+and ``click.UsageError`` for arguments that do not go together (exit 2). It
+writes plain text with :func:`_say` (never read as markup: it may quote a log)
+and tables with the rich consoles of :func:`_consoles`. Describe positional
+arguments in the docstring (click gives them no help of their own), and add
+its tests to ``tests/unit/test_cli.py``, through :func:`main`::
+
+    @cli.command()
+    @click.argument("name", metavar="NAME")
+    @_app_option
+    def graph(name: str, app: str | None) -> int:
+        '''Draw what NAME causes.
+
+        NAME is a message name, as the logs show it.
+        '''
+        bus = _app(app)
+        ...
+        return OK
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as _dt
 import importlib
@@ -38,10 +69,13 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import click
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
+from ._version import __version__
 from .dead_letters import (
     AsyncDeadLetters,
     DeadLetterNotFoundError,
@@ -52,12 +86,13 @@ from .dead_letters import (
 )
 from .replay import ReplayReport, replay
 
-__all__ = ["load_app", "main"]
+__all__ = ["cli", "load_app", "main"]
 
 Bus = MessageBus | AsyncMessageBus
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The exit statuses.
-OK, NOT_DONE, CANNOT_START = 0, 1, 2
+OK, NOT_DONE, CANNOT_START, INTERRUPTED = 0, 1, 2, 130
 
 _SKIP_LABELS = {
     "repeat": "further lines of a message",
@@ -69,6 +104,9 @@ _SKIP_LABELS = {
     "not_failed": "not failed",
 }
 
+#: How much of a log is looked at to tell whether it holds binary data.
+_SNIFF = 8192
+
 
 class CannotStart(Exception):
     """The command cannot start: its application, store or log cannot be had."""
@@ -76,44 +114,49 @@ class CannotStart(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``messagebus`` command; returns its exit status."""
-    parser = _parser()
     try:
-        args = parser.parse_args(argv)
-        check = getattr(args, "check", None)
-        problem = check(args) if check is not None else None
-        if problem:
-            args.parser.error(problem)
-    except SystemExit as exit:  # argparse: --help, or wrong arguments
-        return exit.code if isinstance(exit.code, int) else CANNOT_START
-    command: Callable[[argparse.Namespace], int] = args.command
-    try:
-        return command(args)
+        status = cli.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="messagebus",
+            standalone_mode=False,
+        )
+    except click.ClickException as exc:  # wrong arguments: click's own message
+        exc.show()
+        return exc.exit_code
     except CannotStart as exc:
         print(f"messagebus: {exc}", file=sys.stderr)
         return CANNOT_START
-    except KeyboardInterrupt:
+    except click.Abort:  # click's KeyboardInterrupt
         print("messagebus: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    return status if isinstance(status, int) else OK
 
 
 # -- the application ---------------------------------------------------------------
 
 
 def load_app(spec: str) -> Bus:
-    """The bus that ``module:factory`` makes (the application's own, trusted code).
+    """The bus that ``module:factory`` or ``path/to/file.py:factory`` makes.
+
+    The application's own, trusted code: it is imported and the factory called.
 
     Raises:
-        CannotStart: The module or the factory cannot be found, the factory
-            fails, or it returns something other than a bus.
+        CannotStart: The module, the file or the factory cannot be found, the
+            factory fails, or it returns something other than a bus.
     """
-    module_name, colon, attribute = spec.partition(":")
-    if not (colon and module_name and attribute):
+    where, colon, attribute = spec.rpartition(":")
+    if not (colon and where and attribute):
         raise CannotStart(
-            f"--app takes module:factory (e.g. myapp.bootstrap:make_bus), not {spec!r}"
+            "--app takes module:factory or path/to/file.py:factory "
+            f"(e.g. myapp.bootstrap:make_bus), not {spec!r}"
         )
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)  # as `python -m` does: the application's own package
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        module_name = _importable(where, spec)
+    else:
+        module_name = where
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)  # as `python -m` does: the application's own package
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -139,8 +182,30 @@ def load_app(spec: str) -> Bus:
     return value
 
 
-def _app(args: argparse.Namespace) -> Bus:
-    spec = args.app or os.environ.get("MESSAGEBUS_APP")
+def _importable(path: str, spec: str) -> str:
+    """The module name of a Python file, its folder (or its package's) put on sys.path.
+
+    As Flask's ``--app path/to/app.py`` does: a file inside a package (folders
+    with an ``__init__.py``) is imported as part of it, so that its relative
+    imports work.
+    """
+    file = Path(path).resolve()
+    if file.suffix != ".py":
+        file = file.with_suffix(".py")
+    if not file.is_file():
+        raise CannotStart(f"no Python file {path!r} (from --app {spec})")
+    parts = [] if file.stem == "__init__" else [file.stem]
+    folder = file.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return ".".join(parts)
+
+
+def _app(app: str | None) -> Bus:
+    spec = app or os.environ.get("MESSAGEBUS_APP")
     if not spec:
         raise CannotStart("which application? give --app module:factory (or MESSAGEBUS_APP)")
     return load_app(spec)
@@ -153,7 +218,9 @@ def _rich() -> Any:
         import rich.table
         import rich.text
     except ImportError:
-        raise CannotStart("the command line needs rich: pip install 'messagebus[cli]'") from None
+        raise CannotStart(
+            "the command line needs rich: pip install 'service-messagebus[cli]'"
+        ) from None
     return rich
 
 
@@ -176,37 +243,34 @@ def _say(text: str, *, err: bool = False) -> None:
 # -- replay -------------------------------------------------------------------------
 
 
-def _time(text: str) -> _dt.datetime:
-    """An ISO 8601 time; without a UTC offset, it is UTC."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        moment = _dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 time: {text!r} (e.g. 2024-05-01 or 2024-05-01T12:30:00+02:00)"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.timezone.utc)
+def _types(values: Sequence[str]) -> list[str] | None:
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return names or None
 
 
-def _types(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [name.strip() for value in values for name in value.split(",") if name.strip()]
-
-
-def _replay(args: argparse.Namespace) -> int:
+def _replay(
+    log: str,
+    app: str | None,
+    *,
+    types: list[str] | None,
+    since: _dt.datetime | None,
+    until: _dt.datetime | None,
+    failed_only: bool,
+    include_events: bool,
+    dry_run: bool,
+    strict: bool,
+    no_progress: bool,
+) -> int:
     out, err = _consoles()
     rich = _rich()
-    bus = _app(args)
+    bus = _app(app)
     source: Any
-    if args.log == "-":
+    if log == "-":
         source = sys.stdin.buffer
     else:
-        path = Path(args.log)
+        path = Path(log)
         if not path.is_file():
-            raise CannotStart(f"no log file {args.log!r}")
+            raise CannotStart(f"no log file {log!r}")
         source = path
     columns = (
         rich.progress.TextColumn("{task.description}"),
@@ -215,9 +279,9 @@ def _replay(args: argparse.Namespace) -> int:
         rich.progress.DownloadColumn(),
         rich.progress.TimeRemainingColumn(),
     )
-    show = err.is_terminal and not args.no_progress
+    show = err.is_terminal and not no_progress
     with rich.progress.Progress(*columns, console=err, disable=not show, transient=True) as bar:
-        task = bar.add_task("dry run" if args.dry_run else "replaying", total=None)
+        task = bar.add_task("dry run" if dry_run else "replaying", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total or None)
@@ -226,24 +290,56 @@ def _replay(args: argparse.Namespace) -> int:
             report = replay(
                 source,
                 bus,
-                types=_types(args.types),
-                since=args.since,
-                until=args.until,
-                failed_only=args.failed_only,
-                include_events=args.include_events,
-                dry_run=args.dry_run,
-                strict=args.strict,
+                types=types,
+                since=since,
+                until=until,
+                failed_only=failed_only,
+                include_events=include_events,
+                dry_run=dry_run,
+                strict=strict,
                 progress=progress,
                 keep_messages=False,
             )
         except (ValueError, OSError) as exc:
             raise CannotStart(str(exc)) from exc
+    unreadable = _unreadable(report)
+    if unreadable:
+        # Nothing was handled: no line could be read. One line says so, not one per line.
+        binary = " (it holds binary data)" if log != "-" and _binary(Path(log)) else ""
+        what = "stdin" if log == "-" else repr(log)
+        raise CannotStart(
+            f"{what} is not a log of JSON lines{binary}: none of its "
+            f"{unreadable:,} line{'' if unreadable == 1 else 's'} is a JSON object"
+        )
     for problem in report.problems:
         _say(str(problem), err=True)
-    out.print(_summary(rich, report, args.log))
+    out.print(_summary(rich, report, log))
     if report.stopped_at is not None:
         _say(f"stopped at line {report.stopped_at} (--strict)", err=True)
-    return NOT_DONE if args.strict and report.problems else OK
+    return NOT_DONE if strict and report.problems else OK
+
+
+def _unreadable(report: ReplayReport) -> int:
+    """The number of lines that are not blank, when none is a JSON object; else 0.
+
+    Only for a log read to its end (not stopped by ``--strict``).
+    """
+    lines = report.read - report.skipped_by_reason.get("blank", 0)
+    malformed = sum(1 for problem in report.problems if problem.kind == "malformed")
+    return lines if report.stopped_at is None and lines and malformed == lines else 0
+
+
+def _binary(path: Path) -> bool:
+    """Whether the start of a file holds a NUL byte or bytes that are not UTF-8 text."""
+    with path.open("rb") as file:
+        start = file.read(_SNIFF)
+    if b"\0" in start:
+        return True
+    try:
+        start.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(start) - 3  # not a character cut at the end of the sample
+    return False
 
 
 def _summary(rich: Any, report: ReplayReport, log: str) -> Any:
@@ -266,8 +362,8 @@ def _summary(rich: Any, report: ReplayReport, log: str) -> Any:
 # -- dead letters -------------------------------------------------------------------
 
 
-def _letters(args: argparse.Namespace) -> DeadLetters | AsyncDeadLetters:
-    bus = _app(args)
+def _letters(app: str | None) -> DeadLetters | AsyncDeadLetters:
+    bus = _app(app)
     store = getattr(bus, "dead_letters", None)
     if store is None:
         raise CannotStart(
@@ -313,18 +409,28 @@ def _as_data(stored: StoredDeadLetter, *, full: bool) -> dict[str, Any]:
     return data
 
 
-def _list(args: argparse.Namespace) -> int:
+def _list(
+    app: str | None,
+    message_name: str | None,
+    handler: str | None,
+    resolved: bool,
+    everything: bool,
+    limit: int | None,
+    as_json: bool,
+) -> int:
     out, _ = _consoles()
     rich = _rich()
-    letters = _letters(args)
-    resolved = None if args.all else bool(args.resolved)
+    letters = _letters(app)
     found = letters.list(
-        message_name=args.type, handler=args.handler, resolved=resolved, limit=args.limit
+        message_name=message_name,
+        handler=handler,
+        resolved=None if everything else resolved,
+        limit=limit,
     )
-    if args.json:
+    if as_json:
         print(json.dumps([_as_data(stored, full=False) for stored in found], indent=2))
         return OK
-    which = "all" if args.all else ("resolved" if args.resolved else "pending")
+    which = "all" if everything else ("resolved" if resolved else "pending")
     table = rich.table.Table(title=rich.text.Text(f"dead letters ({which}): {len(found)}"))
     for column in ("id", "failed at", "message", "handler", "attempts", "retries", "status"):
         table.add_column(
@@ -348,15 +454,15 @@ def _list(args: argparse.Namespace) -> int:
     return OK
 
 
-def _show(args: argparse.Namespace) -> int:
-    letters = _letters(args)
+def _show(app: str | None, letter_id: int, as_json: bool) -> int:
+    letters = _letters(app)
     try:
-        stored = letters.show(args.id)
+        stored = letters.show(letter_id)
     except DeadLetterNotFoundError as exc:
         _say(f"messagebus: {exc}", err=True)
         return NOT_DONE
     data = _as_data(stored, full=True)
-    if args.json:
+    if as_json:
         print(json.dumps(data, indent=2))
         return OK
     for key in (
@@ -378,10 +484,10 @@ def _show(args: argparse.Namespace) -> int:
     return OK
 
 
-def _retry(args: argparse.Namespace) -> int:
-    letters = _letters(args)
+def _retry(app: str | None, ids: list[int], message_name: str | None, everything: bool) -> int:
+    letters = _letters(app)
     try:
-        results = _run_retries(letters, args)
+        results = _run_retries(letters, ids, message_name, everything)
     except DeadLetterNotFoundError as exc:
         _say(f"messagebus: {exc}", err=True)
         return NOT_DONE
@@ -397,149 +503,262 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _run_retries(
-    letters: DeadLetters | AsyncDeadLetters, args: argparse.Namespace
+    letters: DeadLetters | AsyncDeadLetters,
+    ids: list[int],
+    message_name: str | None,
+    everything: bool,
 ) -> list[RetryResult]:
     if isinstance(letters, AsyncDeadLetters):
-        return asyncio.run(_run_retries_async(letters, args))
-    if args.all:
+        return asyncio.run(_run_retries_async(letters, ids, message_name, everything))
+    if everything:
         return letters.retry_all()
-    if args.type is not None:
-        return letters.retry_type(args.type)
-    return [letters.retry(letter_id) for letter_id in args.ids]
+    if message_name is not None:
+        return letters.retry_type(message_name)
+    return [letters.retry(letter_id) for letter_id in ids]
 
 
 async def _run_retries_async(
-    letters: AsyncDeadLetters, args: argparse.Namespace
+    letters: AsyncDeadLetters, ids: list[int], message_name: str | None, everything: bool
 ) -> list[RetryResult]:
-    if args.all:
+    if everything:
         return await letters.retry_all()
-    if args.type is not None:
-        return await letters.retry_type(args.type)
-    return [await letters.retry(letter_id) for letter_id in args.ids]
+    if message_name is not None:
+        return await letters.retry_type(message_name)
+    return [await letters.retry(letter_id) for letter_id in ids]
 
 
-def _purge(args: argparse.Namespace) -> int:
-    letters = _letters(args)
+def _purge(
+    app: str | None,
+    ids: list[int],
+    message_name: str | None,
+    resolved: bool,
+    everything: bool,
+) -> int:
+    letters = _letters(app)
     count = letters.purge(
-        args.ids or None,
-        message_name=args.type,
-        resolved=True if args.resolved else None,
-        everything=args.all,
+        ids or None,
+        message_name=message_name,
+        resolved=True if resolved else None,
+        everything=everything,
     )
     _say(f"purged {count} dead letter{'' if count == 1 else 's'}")
     return OK
 
 
-# -- arguments ----------------------------------------------------------------------
+# -- the commands -------------------------------------------------------------------
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="messagebus", description="Replay logged messages; look after dead letters."
-    )
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-
-    app = argparse.ArgumentParser(add_help=False)
-    app.add_argument(
+def _app_option(command: F) -> F:
+    """The ``--app`` option of every command that needs the application."""
+    option = click.option(
         "--app",
-        metavar="MODULE:FACTORY",
-        help="the application: a function that returns its bus (default: $MESSAGEBUS_APP)",
+        metavar="APP",
+        help="the application, module:factory or path/to/file.py:factory: a function "
+        "that returns its bus (default: $MESSAGEBUS_APP)",
+    )
+    return option(command)
+
+
+def _show_help_and_stop(ctx: click.Context) -> None:
+    """Without a command, the help, and exit status 2 (a command is needed)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(CANNOT_START)
+
+
+@click.group(context_settings=_CONTEXT, invoke_without_command=True)
+@click.version_option(
+    __version__, "--version", prog_name="messagebus", message="%(prog)s %(version)s"
+)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Replay logged messages; look after dead letters.
+
+    Every command takes the application with --app module:factory (or
+    path/to/file.py:factory, or $MESSAGEBUS_APP). Shell completion:
+    eval "$(_MESSAGEBUS_COMPLETE=bash_source messagebus)" (zsh_source, fish_source).
+    """
+    _show_help_and_stop(ctx)
+
+
+def _time_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> _dt.datetime | None:
+    """Read an option's ISO 8601 time; a bad one is a usage error."""
+    if value is None:
+        return None
+    try:
+        return _time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _time(text: str) -> _dt.datetime:
+    """An ISO 8601 time; without a UTC offset, it is UTC."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2024-05-01 or 2024-05-01T12:30:00+02:00)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.timezone.utc)
+
+
+@cli.command("replay", context_settings=_CONTEXT)
+@click.argument("log", metavar="LOG")
+@_app_option
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    metavar="NAME",
+    help="only messages of this name (repeat, or separate with commas)",
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=_time_option,
+    help="only messages created at or after (ISO 8601; UTC unless an offset is given)",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=_time_option,
+    help="only messages created before (ISO 8601)",
+)
+@click.option("--failed-only", is_flag=True, help="only messages whose handling failed")
+@click.option(
+    "--include-events", is_flag=True, help="replay raised events too, not only root messages"
+)
+@click.option("--dry-run", is_flag=True, help="check every message; handle none")
+@click.option("--strict", is_flag=True, help="stop at the first problem, and exit 1")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def replay_command(
+    log: str,
+    app: str | None,
+    types: tuple[str, ...],
+    since: _dt.datetime | None,
+    until: _dt.datetime | None,
+    failed_only: bool,
+    include_events: bool,
+    dry_run: bool,
+    strict: bool,
+    no_progress: bool,
+) -> int:
+    """Handle the messages of a JSON-lines log again.
+
+    LOG is a log file of the bus's JSON lines, or - for stdin. Each message is
+    handled once, root messages only unless --include-events, with its original
+    ids. Bad lines are reported by number and the rest goes on; a file of which
+    no line is a JSON object is not a log (exit 2).
+    """
+    return _replay(
+        log,
+        app,
+        types=_types(types),
+        since=since,
+        until=until,
+        failed_only=failed_only,
+        include_events=include_events,
+        dry_run=dry_run,
+        strict=strict,
+        no_progress=no_progress,
     )
 
-    replay_ = commands.add_parser(
-        "replay",
-        parents=[app],
-        help="handle the messages of a JSON-lines log again",
-        description="Handle the messages of a log again: each message once, root messages "
-        "only unless --include-events, with their original ids. Bad lines are reported "
-        "by number and the rest goes on.",
-    )
-    replay_.add_argument("log", metavar="LOG", help="a JSON-lines log file, or - for stdin")
-    replay_.add_argument(
-        "--type",
-        dest="types",
-        action="append",
-        metavar="NAME",
-        help="only messages of this name (repeat, or separate with commas)",
-    )
-    replay_.add_argument(
-        "--since",
-        type=_time,
-        help="only messages created at or after (ISO 8601; UTC unless an offset is given)",
-    )
-    replay_.add_argument("--until", type=_time, help="only messages created before (ISO 8601)")
-    replay_.add_argument(
-        "--failed-only", action="store_true", help="only messages whose handling failed"
-    )
-    replay_.add_argument(
-        "--include-events",
-        action="store_true",
-        help="replay raised events too, not only root messages",
-    )
-    replay_.add_argument("--dry-run", action="store_true", help="check every message; handle none")
-    replay_.add_argument(
-        "--strict", action="store_true", help="stop at the first problem, and exit 1"
-    )
-    replay_.add_argument("--no-progress", action="store_true", help="no progress bar")
-    replay_.set_defaults(command=_replay)
 
-    letters = commands.add_parser(
-        "dead-letters",
-        help="list, show, retry or purge dead letters",
-        description="The handlings the bus gave up on, kept in its dead-letter store.",
-    )
-    actions = letters.add_subparsers(title="actions", required=True, metavar="ACTION")
+@cli.group("dead-letters", context_settings=_CONTEXT, invoke_without_command=True)
+@click.pass_context
+def dead_letters(ctx: click.Context) -> None:
+    """List, show, retry or purge dead letters.
 
-    list_ = actions.add_parser("list", parents=[app], help="list dead letters (pending by default)")
-    list_.add_argument("--type", metavar="NAME", help="only letters of this message name")
-    list_.add_argument("--handler", metavar="NAME", help="only letters of this handler")
-    which = list_.add_mutually_exclusive_group()
-    which.add_argument("--resolved", action="store_true", help="resolved letters instead")
-    which.add_argument("--all", action="store_true", help="pending and resolved letters")
-    list_.add_argument("--limit", type=int, metavar="N", help="at most N letters")
-    list_.add_argument("--json", action="store_true", help="JSON instead of a table")
-    list_.set_defaults(command=_list)
-
-    show = actions.add_parser("show", parents=[app], help="show one dead letter in full")
-    show.add_argument("id", type=int, metavar="ID")
-    show.add_argument("--json", action="store_true", help="JSON instead of text")
-    show.set_defaults(command=_show)
-
-    retry_ = actions.add_parser(
-        "retry",
-        parents=[app],
-        help="hand letters to their handler again; a success marks the letter resolved",
-    )
-    retry_.add_argument("ids", type=int, nargs="*", metavar="ID")
-    retry_.add_argument("--type", metavar="NAME", help="every pending letter of this message name")
-    retry_.add_argument("--all", action="store_true", help="every pending letter")
-    retry_.set_defaults(command=_retry, check=_check_retry, parser=retry_)
-
-    purge = actions.add_parser(
-        "purge", parents=[app], help="delete dead letters for good: those matching every filter"
-    )
-    purge.add_argument("ids", type=int, nargs="*", metavar="ID")
-    purge.add_argument("--type", metavar="NAME", help="letters of this message name")
-    purge.add_argument("--resolved", action="store_true", help="resolved letters only")
-    purge.add_argument("--all", action="store_true", help="every letter")
-    purge.set_defaults(command=_purge, check=_check_purge, parser=purge)
-
-    return parser
+    Dead letters are the handlings the bus gave up on, kept in its dead-letter
+    store. ID is a letter's id, as `messagebus dead-letters list` shows it.
+    """
+    _show_help_and_stop(ctx)
 
 
-def _check_retry(args: argparse.Namespace) -> str | None:
-    chosen = sum([bool(args.ids), args.type is not None, args.all])
-    if chosen != 1:
-        return "give letter ids, --type NAME or --all (one of them)"
-    return None
+@dead_letters.command("list", context_settings=_CONTEXT)
+@_app_option
+@click.option("--type", "message_name", metavar="NAME", help="only letters of this message name")
+@click.option("--handler", metavar="NAME", help="only letters of this handler")
+@click.option("--resolved", is_flag=True, help="resolved letters instead")
+@click.option("--all", "everything", is_flag=True, help="pending and resolved letters")
+@click.option("--limit", type=int, metavar="N", help="at most N letters")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table")
+def list_command(
+    app: str | None,
+    message_name: str | None,
+    handler: str | None,
+    resolved: bool,
+    everything: bool,
+    limit: int | None,
+    as_json: bool,
+) -> int:
+    """List dead letters (pending ones unless --resolved or --all)."""
+    if resolved and everything:
+        raise click.UsageError("--resolved and --all: give one of them")
+    return _list(app, message_name, handler, resolved, everything, limit, as_json)
 
 
-def _check_purge(args: argparse.Namespace) -> str | None:
-    if args.all and (args.ids or args.type is not None or args.resolved):
-        return "--all deletes every letter: give it alone"
-    if not (args.all or args.ids or args.type is not None or args.resolved):
-        return "give letter ids, --type NAME, --resolved or --all"
-    return None
+@dead_letters.command("show", context_settings=_CONTEXT)
+@click.argument("letter_id", type=int, metavar="ID")
+@_app_option
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of text")
+def show_command(letter_id: int, app: str | None, as_json: bool) -> int:
+    """Show one dead letter in full: its message, metadata and traceback.
+
+    ID is the letter's id, as `messagebus dead-letters list` shows it.
+    """
+    return _show(app, letter_id, as_json)
+
+
+@dead_letters.command("retry", context_settings=_CONTEXT)
+@click.argument("ids", type=int, nargs=-1, metavar="[ID]...")
+@_app_option
+@click.option(
+    "--type", "message_name", metavar="NAME", help="every pending letter of this message name"
+)
+@click.option("--all", "everything", is_flag=True, help="every pending letter")
+def retry_command(
+    ids: tuple[int, ...], app: str | None, message_name: str | None, everything: bool
+) -> int:
+    """Hand letters to their handler again; a success marks the letter resolved.
+
+    ID is a letter's id, as `messagebus dead-letters list` shows it: give ids,
+    --type NAME or --all.
+    """
+    if sum([bool(ids), message_name is not None, everything]) != 1:
+        raise click.UsageError("give letter ids, --type NAME or --all (one of them)")
+    return _retry(app, list(ids), message_name, everything)
+
+
+@dead_letters.command("purge", context_settings=_CONTEXT)
+@click.argument("ids", type=int, nargs=-1, metavar="[ID]...")
+@_app_option
+@click.option("--type", "message_name", metavar="NAME", help="letters of this message name")
+@click.option("--resolved", is_flag=True, help="resolved letters only")
+@click.option("--all", "everything", is_flag=True, help="every letter")
+def purge_command(
+    ids: tuple[int, ...],
+    app: str | None,
+    message_name: str | None,
+    resolved: bool,
+    everything: bool,
+) -> int:
+    """Delete dead letters for good: those matching every filter.
+
+    ID is a letter's id, as `messagebus dead-letters list` shows it.
+    """
+    if everything and (ids or message_name is not None or resolved):
+        raise click.UsageError("--all deletes every letter: give it alone")
+    if not (everything or ids or message_name is not None or resolved):
+        raise click.UsageError("give letter ids, --type NAME, --resolved or --all")
+    return _purge(app, list(ids), message_name, resolved, everything)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,12 @@ class InMemoryDeadLetterStore:
         self._next_id = 1
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        with self._lock:
+            letters = list(self._letters.values())
+        pending = sum(1 for stored in letters if stored.resolved_at is None)
+        return f"<InMemoryDeadLetterStore letters={len(letters)} pending={pending}>"
+
     def add(self, letter: DeadLetter) -> None:
         """Keep a dead letter, pending, under the next id."""
         with self._lock:

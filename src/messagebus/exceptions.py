@@ -10,8 +10,10 @@ or deserialised::
     │   ├── MissingAnnotationError
     │   ├── DuplicateHandlerError
     │   ├── UnresolvedDependencyError
+    │   ├── UnusedDependencyError
     │   ├── MessageNameConflictError
-    │   └── MissingHandlersError
+    │   ├── MissingHandlersError
+    │   └── FrozenRegistryError
     ├── DispatchError
     │   ├── NotAMessageError
     │   └── NoHandlerError
@@ -35,6 +37,7 @@ __all__ = [
     "DispatchError",
     "DuplicateHandlerError",
     "Expected",
+    "FrozenRegistryError",
     "InvalidMessageDataError",
     "MessageBusError",
     "MessageNameConflictError",
@@ -46,6 +49,7 @@ __all__ = [
     "Transient",
     "UnknownMessageError",
     "UnresolvedDependencyError",
+    "UnusedDependencyError",
 ]
 
 
@@ -150,6 +154,26 @@ class UnresolvedDependencyError(ConfigurationError):
         )
 
 
+class UnusedDependencyError(ConfigurationError):
+    """Dependencies were given to the bus that no handler asks for.
+
+    Often a typo in a parameter's name, or a handler that was never
+    registered. Its text is also what the bus says when it only warns.
+
+    Attributes:
+        names: The names of the unused dependencies.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        listed = ", ".join(repr(name) for name in self.names)
+        super().__init__(
+            f"no handler asks for the dependenc{'y' if len(self.names) == 1 else 'ies'} "
+            f"{listed}: check the handlers' parameter names, or remove "
+            f"{'it' if len(self.names) == 1 else 'them'}"
+        )
+
+
 class MessageNameConflictError(ConfigurationError):
     """Two different message types share one name.
 
@@ -179,6 +203,30 @@ class MissingHandlersError(ConfigurationError):
         self.message_types = tuple(message_types)
         names = ", ".join(sorted(_describe(t) for t in self.message_types))
         super().__init__(f"no handler is registered for these commands: {names}")
+
+
+class FrozenRegistryError(ConfigurationError):
+    """A handler was registered in a frozen registry (see ``Registry.freeze``).
+
+    A bus resolves its handlers when it is built: one registered later would
+    never be called.
+
+    Attributes:
+        handler: The handler refused (or the registry, for ``include``).
+    """
+
+    def __init__(self, handler: object) -> None:
+        self.handler = handler
+        what = (
+            "another registry's handlers"
+            if type(handler).__name__ == "Registry"
+            else _describe(handler)
+        )
+        super().__init__(
+            f"cannot register {what}: the registry is frozen (a bus built from it takes its "
+            "handlers when it is built, and would never call one registered later); register "
+            "every handler before building the bus, or build another bus from a new Registry"
+        )
 
 
 class DispatchError(MessageBusError):

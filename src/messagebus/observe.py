@@ -111,6 +111,11 @@ class InMemoryDeadLetters:
         self._letters: list[DeadLetter] = []
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        with self._lock:
+            count = len(self._letters)
+        return f"<InMemoryDeadLetters letters={count}>"
+
     def add(self, letter: DeadLetter) -> None:
         """Keep a dead letter."""
         with self._lock:

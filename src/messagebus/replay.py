@@ -44,6 +44,7 @@ import asyncio
 import datetime as _dt
 import json
 import os
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Literal
@@ -107,6 +108,8 @@ _MARKER_BYTES = REDACTED.encode()
 _PROGRESS_EVERY = 1024
 _EXCERPT = 160
 _decode = json.JSONDecoder().decode
+#: Control characters but the tab: what a quoted line must not send to a terminal.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 @attrs.frozen
@@ -625,8 +628,14 @@ def _names_in(line: Line) -> tuple[str | None, str | None]:
 
 
 def _excerpt(line: Line) -> str:
-    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    """The start of a line, to quote in a problem; binary data is never echoed."""
+    try:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+    except UnicodeDecodeError:
+        return f"<binary data: {len(line.strip()):,} bytes that are not UTF-8 text>"
     text = text.strip()
+    if _CONTROL.search(text):  # terminal escapes, NUL bytes: printing them is unsafe
+        return f"<binary data: {len(text):,} characters with control codes>"
     return text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
 
 

@@ -10,6 +10,11 @@ The wire form of a message is a dict::
 
     {"name": "Allocate", "version": 1, "payload": {"orderid": "o1", ...},
      "metadata": {"message_id": "...", ...}}   # metadata only when given
+
+A command built from a request body takes its class and the body's fields,
+and is typed as that class::
+
+    command = bus.serializer.load(BorrowBook, request.get_json())
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import types
 import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import attrs
 import cattrs
@@ -44,6 +49,10 @@ from .messages import Message, Metadata, message_name, message_version
 __all__ = ["REDACTED", "Serializer", "make_converter", "sensitive"]
 
 M = TypeVar("M", bound=Message)
+
+
+#: ``load(data)`` was called with the wire form alone.
+_NO_PAYLOAD: Any = object()
 
 
 class _ShapeError(ValueError):
@@ -441,6 +450,12 @@ class Serializer:
             InvalidMessageDataError: The payload does not fit the message, or
                 ``version`` is not the registered type's version.
         """
+        given: object = name  # an untyped caller may pass the class
+        if isinstance(given, type):
+            raise TypeError(
+                f"load_payload() takes a message name, not the class {given.__qualname__}: "
+                f"use load({given.__qualname__}, payload), which is typed"
+            )
         message_type = self.type_for(name)
         expected = message_version(message_type)
         if version is not None and version != expected:
@@ -468,9 +483,38 @@ class Serializer:
             data["metadata"] = self.dump_metadata(metadata)
         return data
 
-    def load(self, data: object) -> Message:
-        """The message described by a wire-form dict (its metadata is ignored)."""
-        return self.load_with_metadata(data)[0]
+    @overload
+    def load(self, data: object) -> Message: ...
+
+    @overload
+    def load(self, message_type: type[M], payload: object, /) -> M: ...
+
+    def load(self, data: object, payload: object = _NO_PAYLOAD) -> Message:
+        """A message from data: a wire-form dict, or a registered class and its fields.
+
+        ``load(data)`` reads the wire form (its metadata is ignored);
+        ``load(BorrowBook, body)`` builds a ``BorrowBook`` from its fields (a
+        request's JSON body, say), typed as one. Both check the data as
+        strictly, and build only registered message types.
+
+        Raises:
+            UnknownMessageError: The name in the data, or the class given, is
+                not registered.
+            InvalidMessageDataError: The data does not fit the message.
+        """
+        if payload is _NO_PAYLOAD:
+            if isinstance(data, type):
+                raise TypeError(
+                    f"load({data.__qualname__}) needs the fields too: "
+                    f"load({data.__qualname__}, payload)"
+                )
+            return self.load_with_metadata(data)[0]
+        if not (isinstance(data, type) and issubclass(data, Message)):
+            raise TypeError(f"load(message_type, payload) takes a message class, not {data!r}")
+        name = message_name(data)
+        if self._types.get(name) is not data:
+            raise UnknownMessageError(data.__qualname__, tuple(self._types))
+        return self.load_payload(name, payload)
 
     def load_with_metadata(self, data: object) -> tuple[Message, Metadata | None]:
         """The message and, when the data has it, its metadata."""

@@ -82,6 +82,14 @@ class _Tracking:
                 events.clear()
         return collected
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {' '.join(self._repr_fields())}>"
+
+    def _repr_fields(self) -> list[str]:
+        """What the repr shows, as ``name=value``; subclasses add theirs."""
+        # A subclass that forgot super().__init__() still gets a repr.
+        return [f"seen={len(self.__dict__.get('_seen', ()))}"]
+
     def _discard_events(self) -> None:
         for aggregate in self._seen.values():
             events = getattr(aggregate, "events", None)

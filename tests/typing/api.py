@@ -100,6 +100,7 @@ ref: str = bus.handle(Allocate("o5", "LAMP", 1))
 assert ref.upper() == "B1"
 data = bus.serializer.dump(Allocate("o6", "LAMP", 1))
 assert_type(bus.serializer.load(data), Message)
+assert_type(bus.serializer.load(Allocate, {"orderid": "o7", "sku": "LAMP", "qty": 1}), Allocate)
 
 
 def configure(stdlib: bool) -> None:

@@ -419,11 +419,12 @@ def test_a_missing_log_cannot_start(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_problems_are_printed_as_they_are_not_as_markup(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path / "odd.log", ["[bold]not json[/bold] [redacted]"])
+    odd = "[bold]not json[/bold] [redacted]"
+    path = write(tmp_path / "odd.log", [record("Remind", {"user": "bob"}), odd])
 
     main(["replay", path, *app()])
 
-    assert "line 1: not JSON" in capsys.readouterr().err
+    assert "line 2: not JSON" in capsys.readouterr().err
     capsys.readouterr()
     main(["replay", path, *app()])
     assert "[bold]not json[/bold] [redacted]" in capsys.readouterr().err
@@ -506,7 +507,7 @@ def test_without_rich_the_command_says_what_to_install(
     monkeypatch.setitem(sys.modules, "rich", None)  # import rich fails
 
     assert 2 == main(["replay", log, *app()])
-    assert "pip install 'messagebus[cli]'" in capsys.readouterr().err
+    assert "pip install 'service-messagebus[cli]'" in capsys.readouterr().err
 
 
 def test_the_installed_command_exits_with_the_status_main_returns(log: str) -> None:
@@ -715,3 +716,237 @@ def test_list_shows_when_each_letter_failed(capsys: pytest.CaptureFixture[str]) 
     main(["dead-letters", "list", *app()])
 
     assert stored.letter.failed_at.strftime("%Y-%m-%d %H:%M:%S") in capsys.readouterr().out
+
+
+# -- what is not a log --------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_log_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "notes.txt", ["Dear diary,", "", "today the bus ran.", "[]"])
+
+    assert 2 == main(["replay", path, *app()])
+
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert (
+        f"messagebus: {path!r} is not a log of JSON lines: none of its 3 lines is a JSON object\n"
+    ) == err
+    assert [] == HANDLED
+
+
+def test_a_binary_file_is_refused_and_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "app.db"
+    path.write_bytes(b"SQLite format 3\x00\x10\x00\x01\x01\n\x1b[2J\xff\xfe\x00garbage\n" * 50)
+
+    assert 2 == main(["replay", str(path), *app()])
+
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert (
+        f"messagebus: {str(path)!r} is not a log of JSON lines (it holds binary data): "
+        "none of its 100 lines is a JSON object\n"
+    ) == err
+
+
+def test_binary_lines_of_a_log_are_reported_without_their_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "app.log"
+    good = record("Remind", {"user": "bob"}).encode()
+    path.write_bytes(good + b"\n\x1b[2Jcleared\n\xff\xfe\x00\x01\n")
+
+    assert 0 == main(["replay", str(path), *app()])
+
+    err = capsys.readouterr().err
+    assert [
+        "line 2: not JSON (Expecting value: line 1 column 1 (char 0)): "
+        "<binary data: 11 characters with control codes>",
+        "line 3: not JSON ('utf-8' codec can't decode byte 0xff in position 0: invalid start "
+        "byte): <binary data: 4 bytes that are not UTF-8 text>",
+    ] == err.splitlines()
+    assert [Remind("bob")] == handled("remind")
+
+
+def test_an_empty_log_replays_nothing_and_is_no_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "rotated.log", [""])
+
+    assert 0 == main(["replay", path, *app()])
+    assert "0" == counts(capsys.readouterr().out)["replayed"]
+
+
+# -- --app as a path ----------------------------------------------------------------
+
+
+def test_the_app_may_be_a_python_file_given_by_its_path(
+    log: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"cli_file_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(f"from {HERE} import make_bus as factory\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    assert 0 == main(["replay", log, "--app", f"./{name}.py:factory"])
+    assert 2 == len(handled("register"))
+    del sys.modules[name]
+
+
+def test_a_python_file_in_a_package_is_imported_with_its_package(
+    log: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = f"cli_pkg_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package / "entry").mkdir(parents=True)
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "entry" / "__init__.py").write_text("")
+    (tmp_path / package / "wiring.py").write_text(f"from {HERE} import make_bus\n")
+    (tmp_path / package / "entry" / "app.py").write_text("from ..wiring import make_bus\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    path = tmp_path / package / "entry" / "app.py"
+    assert 0 == main(["replay", log, "--app", f"{path}:make_bus"])
+    assert 2 == len(handled("register"))
+    for module in [m for m in sys.modules if m.startswith(package)]:
+        del sys.modules[module]
+
+
+def test_a_missing_python_file_cannot_start(
+    log: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert 2 == main(["replay", log, "--app", "./nowhere/app.py:make_bus"])
+    assert "no Python file './nowhere/app.py'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", "x.log", "--no-such-option"],
+        ["no-such-command"],
+        ["dead-letters", "show", "seven"],
+        ["dead-letters", "list", "--resolved", "--all"],
+        ["dead-letters", "list", "--limit", "many"],
+    ],
+    ids=["unknown-option", "unknown-command", "id-not-a-number", "exclusive-options", "bad-int"],
+)
+def test_usage_errors_exit_two_saying_what_was_wrong(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert 2 == main(argv)
+    err = capsys.readouterr().err
+    assert "Error:" in err
+    assert "Usage: messagebus" in err
+
+
+# -- the command itself -------------------------------------------------------------
+
+
+def test_version_is_that_of_the_installed_distribution(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.metadata
+
+    import messagebus
+
+    assert importlib.metadata.version("service-messagebus") == messagebus.__version__
+    assert 0 == main(["--version"])
+    assert f"messagebus {messagebus.__version__}\n" == capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "shows"),
+    [([], ["replay", "dead-letters", "--version"]), (["dead-letters"], ["list", "retry"])],
+    ids=["messagebus", "dead-letters"],
+)
+def test_a_group_without_a_command_prints_its_help(
+    argv: list[str], shows: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert 2 == main(argv)
+
+    out, err = capsys.readouterr()
+    assert out.startswith(" ".join(["Usage: messagebus", *argv, "[OPTIONS] [COMMAND]"]))
+    assert all(word in out for word in shows), out
+    assert "" == err
+
+
+@pytest.mark.parametrize("command", ["show", "retry", "purge"])
+def test_id_arguments_are_explained_in_the_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert 0 == main(["dead-letters", command, "--help"])
+
+    out = capsys.readouterr().out
+    assert "as `messagebus dead-letters list` shows it" in " ".join(out.split())
+
+
+def test_python_dash_m_messagebus_runs_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "messagebus", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (0, "") == (result.returncode, result.stderr)
+    assert result.stdout.startswith("Usage: messagebus [OPTIONS] [COMMAND]")
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("messagebus ", {"replay", "dead-letters"}),
+        ("messagebus dead-letters ", {"list", "show", "retry", "purge"}),
+        ("messagebus replay x.log --dry", {"--dry-run"}),
+    ],
+)
+def test_the_shell_completes_commands_and_options(
+    words: str,
+    expected: set[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("_MESSAGEBUS_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", str(len(words.split(" ")) - 1))
+
+    with pytest.raises(SystemExit) as exited:
+        main([])
+
+    assert 0 == exited.value.code
+    offered = {line.split(",", 1)[1] for line in capsys.readouterr().out.splitlines()}
+    assert expected <= offered
+
+
+def test_the_shell_completion_script_is_given_for_bash(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("_MESSAGEBUS_COMPLETE", "bash_source")
+
+    with pytest.raises(SystemExit):
+        main([])
+
+    assert "complete -o nosort -F _messagebus_completion messagebus" in capsys.readouterr().out
+
+
+def test_stdin_that_is_not_a_log_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\nbar\n")))
+
+    assert 2 == main(["replay", "-", *app()])
+    assert (
+        "messagebus: stdin is not a log of JSON lines: none of its 2 lines is a JSON object\n"
+    ) == capsys.readouterr().err
+
+
+def test_text_that_is_not_utf_8_counts_as_binary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café crème\n".encode("latin-1"))
+
+    assert 2 == main(["replay", str(path), *app()])
+    assert "(it holds binary data)" in capsys.readouterr().err

@@ -485,3 +485,22 @@ def test_an_async_bus_retries_its_letters_awaited(store: ManagedDeadLetterStore)
     assert ["resolved", "resolved"] == [r.outcome for r in rest]
     assert ["o1", "o2", "o3"] == shop.did("email")
     assert [2, 2, 2] == [s.retries for s in letters.list(resolved=True)]
+
+
+# -- what a store shows -------------------------------------------------------------
+
+
+def test_the_in_memory_stores_show_how_many_letters_they_hold() -> None:
+    store, plain = InMemoryDeadLetterStore(), InMemoryDeadLetters()
+    assert "<InMemoryDeadLetterStore letters=0 pending=0>" == repr(store)
+    assert "<InMemoryDeadLetters letters=0>" == repr(plain)
+    shop = Shop()
+    bus = MessageBus(registry(shop), logger=quiet(), dead_letters=store)
+    world = World(shop, store, bus, DeadLetters(store, bus, clock=lambda: NOW))
+    ship(world, "o1", "o2", broken={"email"})
+    world.letters.retry(1)
+    for stored in store.list(resolved=None):
+        plain.add(stored.letter)
+
+    assert "<InMemoryDeadLetterStore letters=2 pending=1>" == repr(store)
+    assert "<InMemoryDeadLetters letters=2>" == repr(plain)

@@ -14,6 +14,10 @@ Every page under ``docs/`` and ``README.md`` runs in a namespace of its own
   that folder, as the reader would, and they must pass.
 - A ``text`` block titled ``output`` is what the Python block before it
   prints: the two must be the same.
+- A ``console`` block's ``$`` lines are commands (``messagebus ...`` or
+  ``python ...``), run in the project folder in their place among the
+  Python blocks; each must exit with status 0, and the lines shown after it
+  must be in its output (spaces aside: a table's columns may be wider).
 - A block opts out only with an explicit marker, where running it is truly
   impossible: ``<!-- not-run: the reason -->`` on the line before it, or
   ``title="not run"``.
@@ -21,10 +25,14 @@ Every page under ``docs/`` and ``README.md`` runs in a namespace of its own
 
 from __future__ import annotations
 
+import code
 import contextlib
 import importlib
 import io
+import os
 import re
+import shlex
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -173,6 +181,8 @@ def test_every_python_block_of_the_page_runs(
                 assert block.code == printed, (
                     f"{block.where}: the block before it printed\n{printed}"
                 )
+            elif block.lang == "console" and not block.not_run:
+                run_console(block)
         for block in files:
             imported = module_name(block.file or "")
             if imported is not None:
@@ -188,6 +198,40 @@ def test_every_python_block_of_the_page_runs(
         outcomes = result.parseoutcomes()
         assert result.ret == 0, f"the tests of {page} failed:\n{result.stdout.str()}"
         assert outcomes.get("passed", 0) >= 1, result.stdout.str()
+
+
+def commands_of(block: Block) -> list[tuple[str, list[str]]]:
+    """The ``$`` commands of a console block, each with the lines shown after it."""
+    commands: list[tuple[str, list[str]]] = []
+    for line in block.code.splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], []))
+        elif line.strip():
+            assert commands, f"{block.where}: output before any command: {line!r}"
+            commands[-1][1].append(line)
+    return commands
+
+
+def run_console(block: Block) -> None:
+    """Run a console block's commands as a reader would, in the current directory."""
+    programs = {"messagebus": [sys.executable, "-m", "messagebus"], "python": [sys.executable]}
+    for command, shown in commands_of(block):
+        program, *arguments = shlex.split(command)
+        assert program in programs, f"{block.where}: only {sorted(programs)} run: {command}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MESSAGEBUS", "PYTEST"))}
+        result = subprocess.run(
+            [*programs[program], *arguments],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        assert 0 == result.returncode, f"{block.where}: {command}\n{output}"
+        flat = " ".join(output.split())
+        missing = [line for line in shown if " ".join(line.split()) not in flat]
+        assert [] == missing, f"{block.where}: {command} printed\n{output}"
 
 
 def dispose_engines(namespace: dict[str, object]) -> None:
@@ -252,3 +296,101 @@ def test_only_blocks_titled_with_a_file_name_are_files() -> None:
     files = [block.file for block in blocks_of("p.md", text)]
 
     assert ["shop.py", "tests/test_shop.py", "pyproject.toml", None, None, None] == files
+
+
+# -- the tutorial, pasted into a Python shell -----------------------------------------
+
+
+class Shell(code.InteractiveConsole):
+    """Python's interactive shell (the classic one), its errors kept rather than printed."""
+
+    def __init__(self, namespace: dict[str, object]) -> None:
+        super().__init__(namespace)
+        self.errors: list[str] = []
+
+    def write(self, data: str) -> None:
+        self.errors.append(data)
+
+    def paste(self, block: str) -> None:
+        """Type a block in line by line, as a paste does, and press Enter after it."""
+        for line in [*block.splitlines(), ""]:
+            self.push(line)
+
+
+@pytest.mark.parametrize("page", ["docs/tutorial.md", "docs/walkthrough.md"])
+def test_the_page_s_blocks_run_pasted_into_a_python_shell_one_after_another(
+    page: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The page says so: a blank line inside an indented block would end it there,
+    # and what follows would be an IndentationError.
+    assert "paste them into a Python shell" in (ROOT / page).read_text(encoding="utf-8")
+    for block in page_blocks(page):
+        if block.file and not block.not_run:
+            (tmp_path / block.file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / block.file).write_text(block.code, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = "docs_shell_" + re.sub(r"\W", "_", page.removesuffix(".md"))
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    shell = Shell(module.__dict__)
+    try:
+        for block in page_blocks(page):
+            if block.is_python and not block.file and not block.not_run:
+                with capture_logs(), contextlib.redirect_stdout(io.StringIO()):
+                    shell.paste(block.code)
+                assert [] == shell.errors, f"{block.where}:\n{''.join(shell.errors)}"
+    finally:
+        dispose_engines(module.__dict__)
+        del sys.modules[name]
+        forget_modules_under(tmp_path)
+        structlog.reset_defaults()
+
+
+def test_the_web_how_to_leads_with_the_integration() -> None:
+    blocks = [block for block in page_blocks("docs/how-to/embedding.md") if block.is_python]
+
+    assert "from flask import Flask" in blocks[0].code
+    assert "app = Flask(" in blocks[0].code
+    # The domain comes last, as a file the integration imports.
+    [domain] = [block for block in blocks if "class Product" in block.code]
+    assert (blocks[-1], "shop.py") == (domain, domain.file)
+
+
+# -- how the code reads on the site ---------------------------------------------------
+
+#: Wider than this, a line ends behind a scroll bar on a laptop's screen.
+COMMENT_WIDTH = 88
+CODE_WIDTH = 100
+
+
+def written_lines(page: str) -> list[tuple[int, str]]:
+    """The lines of the page's code blocks as written there (included files aside)."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    found = []
+    for match in FENCE.finditer(text):
+        first = text.count("\n", 0, match.start("body")) + 1
+        for offset, line in enumerate(match["body"].splitlines()):
+            if not SNIPPET.match(line):
+                found.append((first + offset, line))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_comment_in_the_docs_code_is_cut_off_by_scrolling(page: str) -> None:
+    too_wide = [
+        f"{page}:{number}"
+        for number, line in written_lines(page)
+        if len(line) > CODE_WIDTH or (len(line) > COMMENT_WIDTH and "#" in line)
+    ]
+    assert [] == too_wide
+
+
+def test_the_site_wraps_long_code_lines_and_has_a_copy_button() -> None:
+    import yaml  # mkdocs's own dependency
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    css = (ROOT / "docs" / config["extra_css"][0]).read_text(encoding="utf-8")
+
+    assert "content.code.copy" in config["theme"]["features"]
+    assert ".md-typeset pre > code {\n  white-space: pre-wrap;" in css

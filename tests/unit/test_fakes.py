@@ -390,3 +390,39 @@ def test_the_async_fake_unit_of_work_has_the_interface_of_the_sqlalchemy_one() -
         for name in names
         if inspect.iscoroutinefunction(getattr(obj, name))
     }
+
+
+def test_units_of_work_show_their_repositories_and_what_happened_to_them() -> None:
+    fake = FakeUnitOfWork(products=products(), orders=InMemoryRepository(key=lambda o: o))
+    fake.track(object())
+    fake.commit()
+    fake.close()
+    real = SqlAlchemyUnitOfWork(
+        sessionmaker(sa.create_engine("sqlite://")),
+        products=SqlAlchemyRepository(ProductRow, key="sku"),
+    )
+    real.close()
+    async_real = AsyncSqlAlchemyUnitOfWork(
+        async_sessionmaker(create_async_engine("sqlite+aiosqlite://")),
+        products=AsyncSqlAlchemyRepository(ProductRow, key="sku"),
+    )
+    asyncio.run(async_real.close())
+
+    assert (
+        "<FakeUnitOfWork repositories=['orders', 'products'] seen=1 committed=1 "
+        "rolled_back=0 closed=True>"
+    ) == repr(fake)
+    assert (
+        "<FakeAsyncUnitOfWork repositories=[] seen=0 committed=0 rolled_back=0 closed=False>"
+    ) == repr(FakeAsyncUnitOfWork())
+    assert "<SqlAlchemyUnitOfWork repositories=['products'] seen=0>" == repr(real)
+    assert "<AsyncSqlAlchemyUnitOfWork repositories=['products'] seen=0>" == repr(async_real)
+
+
+def test_an_in_memory_repository_shows_how_many_aggregates_it_holds() -> None:
+    assert "<InMemoryRepository aggregates=0 view=RepositoryView>" == repr(
+        InMemoryRepository(key=lambda p: p)
+    )
+    assert "<InMemoryRepository aggregates=2 view=RepositoryView>" == repr(
+        InMemoryRepository(key=lambda p: p, items=["a", "b"])
+    )

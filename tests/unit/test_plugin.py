@@ -600,3 +600,35 @@ def test_a_bootstrap_whose_signature_cannot_be_read_is_given_everything() -> Non
     assert accepts(max, "listeners")  # a builtin without a signature
     assert not accepts(lambda uow=None: None, "listeners")
     assert not accepts(lambda *listeners: None, "listeners")
+
+
+@pytest.mark.parametrize(
+    "fixtures", ["messagebus_logs, messagebus_bus", "messagebus_bus, messagebus_logs"]
+)
+def test_the_logs_fixture_holds_the_bus_s_log_events_of_the_test(
+    shop: pytest.Pytester, fixtures: str
+) -> None:
+    shop.makepyfile(
+        f"""
+        from shop import Allocated, CreateBatch
+
+
+        def test_logged({fixtures}):
+            messagebus_bus.handle(CreateBatch("b1", "LAMP", 10))
+            messagebus_bus.handle(Allocated("flaky", "b1"))
+            assert [
+                ("message_handled", "CreateBatch", "succeeded"),
+                ("message_attempt_failed", "Allocated", "retrying"),
+                ("message_attempt_failed", "Allocated", "retrying"),
+                ("message_handled", "Allocated", "succeeded"),
+            ] == [
+                (log["event"], log["message_name"], log["outcome"]) for log in messagebus_logs
+            ]
+
+
+        def test_each_test_has_its_own(messagebus_logs):
+            assert [] == messagebus_logs
+        """
+    )
+
+    shop.runpytest().assert_outcomes(passed=2)

@@ -423,6 +423,41 @@ class Priced(Event):
     price: Decimal
 
 
+# A class and its fields (a request's body), typed
+
+
+def test_a_registered_class_loads_from_its_fields_with_the_same_checks() -> None:
+    serializer = Serializer([Allocate])
+    payload = _allocate_data()["payload"]
+
+    loaded = serializer.load(Allocate, payload)
+
+    assert Allocate("o1", 3, datetime.datetime(2024, 3, 1, 9, 30, tzinfo=IST), ("LAMP",)) == loaded
+    with pytest.raises(InvalidMessageDataError) as caught:
+        serializer.load(Allocate, {**payload, "quantity": "3"})
+    _assert_names(caught.value, "Allocate.quantity")
+    with pytest.raises(InvalidMessageDataError, match="payload must be an object"):
+        serializer.load(Allocate, ["o1"])
+
+
+def test_an_unregistered_class_is_refused_naming_it() -> None:
+    with pytest.raises(UnknownMessageError) as caught:
+        Serializer([Allocate]).load(Unregistered, {"target": "x"})
+
+    assert "unknown message name 'Unregistered'; registered names: Allocate" == str(caught.value)
+
+
+def test_a_class_without_its_fields_or_given_by_name_says_how_to_load_it() -> None:
+    serializer = Serializer([Allocate])
+
+    with pytest.raises(TypeError, match=r"load\(Allocate, payload\)"):
+        serializer.load(Allocate)
+    with pytest.raises(TypeError, match=r"use load\(Allocate, payload\)"):
+        serializer.load_payload(Allocate, {})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="takes a message class"):
+        serializer.load("Allocate", {})
+
+
 # Only registered types, by name
 
 

@@ -488,3 +488,10 @@ def test_a_repository_the_unit_of_work_lacks_is_named_with_those_it_has(fake: ty
         AttributeError, match=rf"^{fake.__name__} has no repository 'orders'; it has: products$"
     ):
         uow.orders  # noqa: B018
+
+
+def test_a_unit_of_work_shows_how_many_aggregates_it_has_seen() -> None:
+    uow = Journal()()
+    uow.track(Product("lamp"))
+
+    assert f"<{type(uow).__qualname__} seen=1>" == repr(uow)

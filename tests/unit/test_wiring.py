@@ -15,12 +15,19 @@ from messagebus import (
     Context,
     DuplicateHandlerError,
     Event,
+    FrozenRegistryError,
     MessageBus,
     Metadata,
     MissingAnnotationError,
     MissingHandlersError,
     Registry,
     UnresolvedDependencyError,
+    UnusedDependencyError,
+)
+from messagebus._dependencies import (
+    check_unused_dependencies,
+    plan_call,
+    unused_dependencies,
 )
 from messagebus.testing import FakeUnitOfWork
 
@@ -622,3 +629,154 @@ def test_every_command_defined_in_a_required_module_needs_a_handler() -> None:
 def test_required_handlers_take_only_command_types_and_modules() -> None:
     with pytest.raises(ConfigurationError, match="require_handlers"):
         MessageBus(Registry(), require_handlers=[Allocated])  # type: ignore[list-item]
+
+
+# -- names close to a dependency's, and dependencies no handler asks for ---------
+
+
+def test_a_misspelt_dependency_is_refused_with_the_name_it_was_meant_to_be() -> None:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def welcome(event: Allocated, mialer) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    with pytest.raises(UnresolvedDependencyError) as caught:
+        MessageBus(registry, dependencies={"mailer": object(), "clock": Clock("c")})
+
+    assert str(caught.value).endswith(
+        "asks for parameter 'mialer', but no dependency is named 'mialer'; did you mean 'mailer'?"
+    )
+
+
+def test_an_unannotated_parameter_is_refused_without_naming_an_internal_type() -> None:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def welcome(event: Allocated, printer) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    with pytest.raises(UnresolvedDependencyError) as caught:
+        MessageBus(registry, dependencies={"mailer": object()})
+
+    assert str(caught.value).endswith("but no dependency is named 'printer'")
+    assert "_empty" not in str(caught.value)
+
+
+def test_a_bus_without_dependencies_says_it_was_given_none() -> None:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def welcome(event: Allocated, mailer: Clock) -> None:
+        return None
+
+    with pytest.raises(UnresolvedDependencyError) as caught:
+        MessageBus(registry)
+
+    assert "the bus was given no dependencies" in str(caught.value)
+
+
+def plans_of(registry: Registry, dependencies: dict[str, object]) -> list[typing.Any]:
+    registrations = [*registry.commands.values()]
+    registrations += [r for rs in registry.events.values() for r in rs]
+    return [plan_call(r, dependencies, has_uow_factory=False) for r in registrations]
+
+
+def test_unused_dependencies_are_those_no_handler_is_given_by_name_or_type() -> None:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def allocate(cmd: Allocate, prefix: str) -> str:
+        return prefix
+
+    @registry.register(uow=False)
+    def notify(event: Allocated, clock: Clock, context: Context) -> None:
+        return None
+
+    dependencies = {"mailer": object(), "prefix": "p", "the_clock": Clock("c"), "spare": 1}
+
+    assert ("mailer", "spare") == unused_dependencies(
+        dependencies, plans_of(registry, dependencies)
+    )
+    assert () == unused_dependencies(
+        {"prefix": "p"}, plans_of(registry, {"prefix": "p", "clock": Clock("c")})
+    )
+
+
+def test_unused_dependencies_are_refused_naming_them_when_asked_to() -> None:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def allocate(cmd: Allocate, prefix: str) -> str:
+        return prefix
+
+    dependencies = {"prefix": "p", "mailer": object()}
+
+    with pytest.raises(UnusedDependencyError) as caught:
+        check_unused_dependencies(dependencies, plans_of(registry, dependencies))
+
+    assert ("mailer",) == caught.value.names
+    assert (
+        "no handler asks for the dependency 'mailer': check the handlers' parameter names, "
+        "or remove it"
+    ) == str(caught.value)
+    check_unused_dependencies({"prefix": "p"}, plans_of(registry, {"prefix": "p"}))
+
+
+# -- a frozen registry -------------------------------------------------------------
+
+
+def test_a_frozen_registry_refuses_a_handler_saying_what_to_do() -> None:
+    registry = Registry()
+    registry.freeze()
+
+    def late(cmd: Allocate) -> str:
+        return "late"
+
+    with pytest.raises(FrozenRegistryError) as caught:
+        registry.register(late)
+
+    assert late is caught.value.handler
+    assert f"cannot register {full_name(late)}: the registry is frozen" in str(caught.value)
+    assert "register every handler before building the bus" in str(caught.value)
+    assert {} == dict(registry.commands)
+
+
+def test_a_frozen_registry_refuses_another_registrys_handlers() -> None:
+    registry, other = Registry(), Registry()
+    other.register(lambda event: None, message=Allocated, uow=False)
+    registry.freeze()
+
+    with pytest.raises(FrozenRegistryError, match="another registry's handlers"):
+        registry.include(other)
+    assert {} == dict(registry.events)
+
+
+def test_freezing_twice_is_freezing_once() -> None:
+    registry = Registry()
+    assert not registry.frozen
+
+    registry.freeze()
+    registry.freeze()
+
+    assert registry.frozen
+
+
+def test_a_registry_shows_how_many_handlers_it_holds_and_their_names() -> None:
+    registry = Registry()
+    assert "<Registry: 0 command handlers, 0 event handlers: none>" == repr(registry)
+
+    @registry.register(uow=False)
+    def allocate(cmd: Allocate) -> str:
+        return ""
+
+    @registry.register(uow=False)
+    def notify(event: Allocated | Deallocated) -> None:
+        return None
+
+    registry.freeze()
+
+    assert (
+        f"<Registry: 1 command handler, 2 event handlers, frozen: "
+        f"{full_name(allocate)}, {full_name(notify)}>"
+    ) == repr(registry)

@@ -93,6 +93,12 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
             name: repository.bind(session, self) for name, repository in repositories.items()
         }
 
+    def _repr_fields(self) -> list[str]:
+        return [
+            f"repositories={sorted(self.__dict__.get('_repositories', {}))}",
+            *super()._repr_fields(),
+        ]
+
     def __getattr__(self, name: str) -> AsyncSqlAlchemyRepository[Any]:
         return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
 

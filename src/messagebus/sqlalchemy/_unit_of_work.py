@@ -105,6 +105,12 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             name: repository.bind(session, self) for name, repository in repositories.items()
         }
 
+    def _repr_fields(self) -> list[str]:
+        return [
+            f"repositories={sorted(self.__dict__.get('_repositories', {}))}",
+            *super()._repr_fields(),
+        ]
+
     def __getattr__(self, name: str) -> SqlAlchemyRepository[Any]:
         return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
 

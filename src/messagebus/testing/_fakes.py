@@ -97,6 +97,9 @@ class InMemoryRepository(Generic[A]):
         with self._lock:
             return len(self._rows)
 
+    def __repr__(self) -> str:
+        return f"<InMemoryRepository aggregates={len(self)} view={self._view.__qualname__}>"
+
     # -- used by RepositoryView -------------------------------------------------
 
     def _read(self, key: Hashable) -> tuple[int, A] | None:
@@ -194,6 +197,16 @@ class _FakeRepositories:
 
     def __getattr__(self, name: str) -> Any:
         return self._present(_repository(self, self.__dict__.get("_views", {}), name))
+
+    def _repr_fields(self) -> list[str]:
+        seen = typing.cast(_Tracking, super())._repr_fields()
+        return [
+            f"repositories={sorted(self._views)}",
+            *seen,
+            f"committed={self.committed}",
+            f"rolled_back={self.rolled_back}",
+            f"closed={self.closed}",
+        ]
 
     def _present(self, view: RepositoryView[Any]) -> Any:
         return view

@@ -36,6 +36,16 @@ The bootstrap is called once per test, as
 It may return the bus, or an object with the bus as its ``bus`` attribute
 (for example a service that also holds read models: :func:`messagebus_app`).
 
+:func:`messagebus_logs` holds what the bus logged during the test (structlog's
+event dicts, as ``structlog.testing.capture_logs`` gives them), so that a test
+can assert on the attempts' log events::
+
+    def test_a_failed_mail_is_logged(messagebus_logs, messagebus_bus):
+        messagebus_bus.handle(Allocate("o1", "LAMP", 2))
+        assert ["message_handled", "message_failed"] == [
+            log["event"] for log in messagebus_logs
+        ]
+
 The plugin also makes a failing ``assert expected == actual`` between two lists
 of messages show a diff of the messages, one a line.
 """
@@ -44,10 +54,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, MutableMapping
 from typing import Any, NoReturn
 
 import pytest
+import structlog.testing
 
 from messagebus._async_bus import AsyncMessageBus
 from messagebus._bus import MessageBus
@@ -61,6 +72,7 @@ __all__ = [
     "messagebus_app",
     "messagebus_bootstrap",
     "messagebus_bus",
+    "messagebus_logs",
     "messagebus_overrides",
     "messagebus_recorder",
     "messagebus_scenario",
@@ -203,6 +215,21 @@ def messagebus_overrides() -> Mapping[str, Any]:
 def messagebus_waits() -> list[float]:
     """The waits between retries, in seconds, recorded instead of slept."""
     return []
+
+
+@pytest.fixture
+def messagebus_logs() -> Generator[list[MutableMapping[str, Any]], None, None]:
+    """What was logged through structlog during the test: event dicts, in order.
+
+    Each handler attempt of the bus is one of them (``event`` is
+    ``message_handled``, ``message_attempt_failed`` or ``message_failed``, with
+    the message's name, ids, handler, attempt and outcome). While the test
+    runs, structlog's processors are replaced by the capture: nothing is
+    rendered or written. structlog set up with ``configure_logging(stdlib=False)``
+    is not captured: it writes its lines itself.
+    """
+    with structlog.testing.capture_logs() as logs:
+        yield logs
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from allocation.adapters.publisher import Publish
 from allocation.bootstrap import AsyncService, bootstrap_async
 from allocation.domain import commands
 from allocation.service_layer.handlers import InvalidSku
-from messagebus import Command, InvalidMessageDataError, message_name
+from messagebus import Command, InvalidMessageDataError
 
 C = TypeVar("C", bound=Command[Any])
 
@@ -102,9 +102,7 @@ async def command_from(request: Request, service: AsyncService, command_type: ty
         body = json.loads(await request.body())
     except ValueError:
         body = None  # as Flask's get_json(silent=True): the serializer says what is wrong
-    command = service.bus.serializer.load_payload(message_name(command_type), body)
-    assert isinstance(command, command_type)
-    return command
+    return service.bus.serializer.load(command_type, body)
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,7 @@ from allocation import views
 from allocation.bootstrap import Service
 from allocation.domain import commands
 from allocation.service_layer.handlers import InvalidSku
-from messagebus import Command, InvalidMessageDataError, message_name
+from messagebus import Command, InvalidMessageDataError
 
 C = TypeVar("C", bound=Command[Any])
 
@@ -33,10 +33,7 @@ def create_app(service: Service) -> Flask:
     serializer = bus.serializer
 
     def command_from_request(command_type: type[C]) -> C:
-        body = request.get_json(silent=True)
-        command = serializer.load_payload(message_name(command_type), body)
-        assert isinstance(command, command_type)
-        return command
+        return serializer.load(command_type, request.get_json(silent=True))
 
     @app.errorhandler(InvalidMessageDataError)
     def invalid_request(error: InvalidMessageDataError) -> ResponseReturnValue:
