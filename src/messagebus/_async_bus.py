@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._core import is_async_callable
 from ._dispatch_async import AsyncDispatch
@@ -53,6 +53,7 @@ class AsyncMessageBus(AsyncDispatch):
         middleware: As for :class:`MessageBus`, each an ``async def`` function.
         clock: As for :class:`MessageBus`.
         expected: As for :class:`MessageBus`.
+        unused_dependencies: As for :class:`MessageBus`.
 
     Raises:
         ConfigurationError: A handler or a middleware is not an ``async def`` function.
@@ -76,6 +77,7 @@ class AsyncMessageBus(AsyncDispatch):
         middleware: Sequence[AsyncMiddleware] = (),
         clock: Any = None,
         expected: Iterable[type[BaseException]] = (),
+        unused_dependencies: Literal["warn", "error", "ignore"] = "warn",
     ) -> None:
         super().__init__(
             registry,
@@ -90,6 +92,7 @@ class AsyncMessageBus(AsyncDispatch):
             middleware=middleware,
             clock=clock,
             expected=expected,
+            unused=unused_dependencies,
         )
         for plan in self._plans():
             if not is_async_callable(plan.registration.handler):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._core import is_async_callable
 from ._dispatch_sync import SyncDispatch
@@ -56,12 +56,17 @@ class MessageBus(SyncDispatch):
             derived from :class:`~messagebus.Expected`): raised to the caller
             of a command, not retried, logged at INFO without a traceback,
             never dead letters.
+        unused_dependencies: What to do about dependencies that no handler
+            asks for (often a misspelt parameter): ``"warn"`` (one
+            ``unused_dependencies`` log line, at WARNING), ``"error"``
+            (:class:`~messagebus.UnusedDependencyError`), or ``"ignore"``.
 
     Raises:
         ConfigurationError: A handler or a middleware is an ``async def``
             function (use AsyncMessageBus).
         UnresolvedDependencyError: A handler asks for something nothing provides.
         MissingHandlersError: A required command has no handler.
+        UnusedDependencyError: With ``unused_dependencies="error"``.
         MessageNameConflictError: Two handled message types share a name.
     """
 
@@ -81,6 +86,7 @@ class MessageBus(SyncDispatch):
         middleware: Sequence[Middleware] = (),
         clock: Any = None,
         expected: Iterable[type[BaseException]] = (),
+        unused_dependencies: Literal["warn", "error", "ignore"] = "warn",
     ) -> None:
         super().__init__(
             registry,
@@ -95,6 +101,7 @@ class MessageBus(SyncDispatch):
             middleware=middleware,
             clock=clock,
             expected=expected,
+            unused=unused_dependencies,
         )
         for plan in self._plans():
             if is_async_callable(plan.registration.handler):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from ._context import MESSAGE, Envelope, metadata_of
-from ._dependencies import CallPlan, check_dependencies, plan_call
+from ._dependencies import CallPlan, check_dependencies, plan_call, unused_dependencies
 from ._log import AttemptLog
 from ._registry import Registration, Registry
 from .exceptions import (
@@ -31,6 +31,7 @@ from .exceptions import (
     Expected,
     MissingHandlersError,
     NotAMessageError,
+    UnusedDependencyError,
 )
 from .messages import Command, Event, Message, message_name, message_version
 from .observe import DeadLetter, DeadLetterStore, Listener
@@ -181,6 +182,7 @@ class BusCore:
         middleware: Sequence[Callable[..., Any]],
         clock: Any,
         expected: Iterable[type[BaseException]],
+        unused: Literal["warn", "error", "ignore"],
     ) -> None:
         if uow is not None and not callable(uow):
             raise TypeError(f"uow must be a factory of units of work, not {uow!r}")
@@ -191,6 +193,12 @@ class BusCore:
             registry, dependencies or {}, uow, retry if retry is not None else RetryPolicy()
         )
         check_required(require_handlers, self._commands)
+        registry.freeze()  # a handler registered later would never be called: refused instead
+        unused_names = unused_dependencies(
+            dependencies or {}, [plan.call_plan for plan in self._plans()]
+        )
+        if unused_names and unused == "error":
+            raise UnusedDependencyError(unused_names)
         self._dependency_names = tuple(dependencies or ())
         self._has_uow = uow is not None
         self._serializer = serializer_for(registry)
@@ -207,6 +215,8 @@ class BusCore:
         self._gate: Any = gate
         for plan in self._plans():
             plan.logger = self._log.bind(plan)
+        if unused_names and unused == "warn":
+            self._log.unused_dependencies(UnusedDependencyError(unused_names))
         self._dead_letters = dead_letters
         self._dead_letter_commands = dead_letter_commands
 

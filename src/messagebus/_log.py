@@ -218,6 +218,13 @@ class AttemptLog:
         if self._listeners:
             self.tell(plan, envelope, attempt, started, "failed", error)
 
+    def unused_dependencies(self, error: Exception) -> None:
+        """Say once, when the bus is built, that some dependencies go to no handler."""
+        try:
+            self._logger.warning("unused_dependencies", error=str(error))
+        except Exception as exc:
+            _unwritable("unused_dependencies", exc)
+
     def store_failed(self, letter: DeadLetter) -> None:
         """The dead-letter store refused a letter: log all of it, so nothing is lost."""
         try:
@@ -314,7 +321,8 @@ class _PlainLines:
 
     def _line(self, event: str, fields: dict[str, Any]) -> str:
         every = {**self._bound, **fields}
-        head = f"messagebus: {event}: {every.pop('handler', '?')}"
+        handler = every.pop("handler", None)
+        head = f"messagebus: {event}" if handler is None else f"messagebus: {event}: {handler}"
         name = every.pop("message_name", None)
         if name is not None:
             head += f" on {name}"

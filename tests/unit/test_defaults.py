@@ -306,3 +306,41 @@ def test_a_built_bus_lists_what_it_handles_and_checks_required_commands_on_reque
     assert "MessageBus(commands=1, events=1, handlers=3, dependencies=['mailer'], uow=no)" == repr(
         bus
     )
+
+
+# -- start-up checks of the wiring ----------------------------------------------------
+
+
+def test_a_registry_is_frozen_once_a_bus_is_built_from_it() -> None:
+    from messagebus import FrozenRegistryError
+
+    registry = Registry()
+    MessageBus(registry)
+
+    with pytest.raises(FrozenRegistryError):
+
+        @registry.register(uow=False)
+        def allocate(cmd: Allocate) -> str:
+            return "never called"
+
+
+def test_dependencies_no_handler_asks_for_are_said_once_at_start_up(
+    logs: list[EventDict],
+) -> None:
+    from messagebus import UnusedDependencyError
+
+    registry = Registry()
+
+    @registry.register(uow=False)
+    def notify(event: Allocated, mailer: object) -> None:
+        pass
+
+    MessageBus(registry, dependencies={"mailer": object(), "mialer": object()})
+    with pytest.raises(UnusedDependencyError, match="mialer"):
+        MessageBus(Registry(), dependencies={"mialer": object()}, unused_dependencies="error")
+    MessageBus(Registry(), dependencies={"quiet": object()}, unused_dependencies="ignore")
+
+    assert [("unused_dependencies", "warning")] == [
+        (line["event"], line["log_level"]) for line in logs
+    ]
+    assert "mialer" in logs[0]["error"]
