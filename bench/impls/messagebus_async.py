@@ -95,7 +95,7 @@ def setup(scenario: str, variant: str | None) -> Case:
         if scenario != "S2":
             expect(result, ORDERID, "await bus.handle(cmd)")
         if scenario in LINES_PER_OPERATION:
-            logs.expect_lines(scenario, setup_name, before)
+            logs.expect_lines(scenario, before)
 
     return Case(
         "await bus.handle(cmd)",
