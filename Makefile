@@ -81,8 +81,8 @@ test-versions:
 	done
 
 # Benchmarks, not tests: nothing here asserts a time. The full run takes
-# several minutes and writes bench/results/latest.json; pass options through
-# BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick` (about a minute).
+# about 9 minutes and writes bench/results/latest.json; pass options through
+# BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick` (a minute or two).
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
         const=LATEST,
         type=Path,
         metavar="JSON",
-        help="print a saved result (default: bench/results/latest.json) and run nothing",
+        help="print a saved result (default: bench/results/latest.json), its ratios and "
+        "targets computed again from its times, and run nothing",
     )
     return p
 
@@ -79,7 +80,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.show:
-        print(_render(json.loads(args.show.read_text(encoding="utf-8")), args))
+        saved = json.loads(args.show.read_text(encoding="utf-8"))
+        print(_render(_report.refresh(saved), args))
         return 0
 
     settings = dict(QUICK if args.quick else FULL)

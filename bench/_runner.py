@@ -41,6 +41,8 @@ class Job:
     repeat_ns: list[list[float]] = field(default_factory=list)
     number: list[int] = field(default_factory=list)
     round_reference_ns: list[float] = field(default_factory=list)
+    #: Bytes written to stdout and stderr per timed operation, each round.
+    output_bytes_per_op: list[float] = field(default_factory=list)
     note: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -54,7 +56,8 @@ class Job:
 
 
 def plan(scenario_ids: set[str] | None, impl_ids: set[str] | None) -> list[Job]:
-    """Every job to run; a floor runs once per scenario, not per variant."""
+    """Every job to run; a floor runs once per scenario, not per variant, and
+    only the buses run the logging set-ups (``Scenario.variants_of``)."""
     jobs: list[Job] = []
     for scenario in SCENARIOS:
         if scenario_ids and scenario.id not in scenario_ids:
@@ -64,10 +67,7 @@ def plan(scenario_ids: set[str] | None, impl_ids: set[str] | None) -> list[Job]:
         for impl in IMPLEMENTATIONS:
             if impl_ids and impl.id not in impl_ids and not impl.floor:
                 continue
-            variants: tuple[str | None, ...] = (
-                (None,) if impl.floor or not scenario.variants else scenario.variants
-            )
-            jobs.extend(Job(scenario, variant, impl) for variant in variants)
+            jobs.extend(Job(scenario, variant, impl) for variant in scenario.variants_of(impl))
     return jobs
 
 
@@ -157,6 +157,7 @@ def run(
             job.number.append(result["number"])
             job.round_ns.append(statistics.median(result["repeat_ns"]))
             job.round_reference_ns.append(result["reference_ns"])
+            job.output_bytes_per_op.append(result.get("output_bytes_per_op", 0.0))
             log(
                 f"{prefix}: {job.round_ns[-1]:,.0f} ns/op"
                 f" (reference loop {result['reference_ns']:.0f} ns)"

@@ -8,12 +8,15 @@ Standard library only, like everything it imports from ``bench``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib
 import itertools
 import json
+import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -157,8 +160,12 @@ def _measure(case: Case, target: float, repeats: int) -> dict[str, Any]:
     }
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Set up and time one job; the result is always a JSON-safe dict."""
+def run_job(job: dict[str, Any], written: Callable[[], int] = lambda: 0) -> dict[str, Any]:
+    """Set up and time one job; the result is always a JSON-safe dict.
+
+    ``written`` tells how many bytes the process has written to its stdout and
+    stderr so far: the result says how many a timed operation wrote.
+    """
     module = importlib.import_module(f"bench.impls.{job['module']}")
     try:
         case: Case = module.setup(job["scenario"], job.get("variant"))
@@ -167,7 +174,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     try:
         if case.check is not None:
             case.check()
+        before = written()
         result = _measure(case, job["target"], job["repeats"])
+        result["output_bytes_per_op"] = (written() - before) / result["ops"]
     finally:
         if case.teardown is not None:
             case.teardown()
@@ -175,17 +184,44 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # A stream the job closed has nothing left to flush.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
 def main(argv: list[str]) -> int:
     job = json.loads(argv[0])
-    try:
-        result = run_job(job)
-    except BaseException as exc:
-        lines = traceback.format_exception_only(type(exc), exc)
-        result = {
-            "status": "failed",
-            "reason": lines[-1].strip(),
-            "traceback": traceback.format_exc(),
-        }
+    # What the job writes to stdout or stderr (a bus with nothing configured
+    # logs there) goes to a temporary file: never to the terminal, nor into the
+    # pipe the result is read from; a logging set-up is timed writing to a
+    # file, as an application's would, and its bytes are counted.
+    _flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as output:
+
+        def written() -> int:
+            _flush()
+            return os.fstat(output.fileno()).st_size
+
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        try:
+            result = run_job(job, written)
+        except BaseException as exc:
+            lines = traceback.format_exception_only(type(exc), exc)
+            result = {
+                "status": "failed",
+                "reason": lines[-1].strip(),
+                "traceback": traceback.format_exc(),
+            }
+        finally:
+            _flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -1,4 +1,8 @@
-"""This project's MessageBus, set up as its README and docs show."""
+"""This project's MessageBus, set up as its README and docs show.
+
+S1-S3 run in each logging set-up of ``bench/_catalogue.py``'s ``SETUPS``
+besides the tuned one; ``configure_logs`` says what each is.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import logging
 import os
 import subprocess
 import tempfile
+import uuid
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -17,14 +23,17 @@ import structlog
 
 import messagebus
 from bench._api import Case, NotApplicable, expect
+from bench._catalogue import ALONE, LINES_PER_OPERATION, SETUPS
 from bench.impls import _mbapp as app
 from bench.impls._domain import ORDERID, QTY, SKU
-from messagebus import Command, MessageBus, Registry
+from messagebus import Command, MessageBus, Registry, Serializer
 from messagebus.logging import configure_logging, reset_logging
-from messagebus.messages import new_message_id
 from messagebus.testing import FakeUnitOfWork, InMemoryRepository
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: The variants that are logging set-ups (S5's, and S1-S3's ``SETUPS``).
+LOGGING_VARIANTS = frozenset({"filtered", "stdlib-filtered", *SETUPS})
 
 
 def versions() -> dict[str, str]:
@@ -48,22 +57,55 @@ def versions() -> dict[str, str]:
     return found
 
 
-def configure_logs(variant: str | None) -> Any:
-    """Configure structlog for a scenario; returns what to clean up afterwards.
+@dataclass
+class Logs:
+    """How a job configured logging: the file its lines go to, if any."""
 
-    Every scenario but S5 logs nothing at all (as the peers, which log nothing
-    by default): the filter is above CRITICAL. S5 compares that with attempts
-    filtered out (INFO below WARNING), and with JSON lines written to a file.
+    path: str | None = None
+
+    def lines(self) -> int:
+        """The lines written to :attr:`path` so far."""
+        if self.path is None:
+            return 0
+        with open(self.path, "rb") as log:
+            return sum(1 for _ in log)
+
+    def expect_lines(self, scenario: str, before: int) -> None:
+        """At INFO, check that one operation logged a line per attempt since
+        ``before`` lines (the other set-ups have no file)."""
+        if self.path is not None:
+            expect(
+                self.lines() - before, LINES_PER_OPERATION[scenario], "lines one operation logged"
+            )
+
+    def teardown(self) -> None:
+        reset_logging()
+        if self.path is not None:
+            os.unlink(self.path)
+
+
+def configure_logs(variant: str | None) -> Logs:
+    """Configure logging for a job, in its fresh process, as the set-up says.
+
+    No variant is the tuned set-up, every scenario's own: structlog filters
+    out everything (above CRITICAL), as the peers log nothing. The others are
+    the set-ups the docs show (``SETUPS``) and S5's, configured by hand.
+    Nothing reaches the terminal: lines go to a temporary file, and the worker
+    sends the process's stdout and stderr to another.
     """
     if variant is None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-        return None
+        return Logs()
+    if variant == "unconfigured":
+        # What an application that configures nothing gets: structlog's and
+        # the standard library's defaults, and whatever the bus makes of them.
+        return Logs()
     if variant == "filtered":
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-        return None
+        return Logs()
     if variant == "stdlib-filtered":
-        # structlog over the standard library: the level can change at run time,
-        # so the bus asks for it on each attempt.
+        # structlog over the standard library, configured by hand: the level
+        # can change at run time, so the bus has to ask for it.
         logging.getLogger("messagebus").setLevel(logging.WARNING)
         structlog.configure(
             processors=[
@@ -76,52 +118,84 @@ def configure_logs(variant: str | None) -> Any:
             logger_factory=structlog.stdlib.LoggerFactory(),
             cache_logger_on_first_use=True,
         )
-        return None
-    if variant in ("json", "json-stdlib", "json-structlog"):
-        # As the docs show: configure_logging() to a file, through the standard
-        # library's logging (its default) or with structlog writing the lines itself.
+        return Logs()
+    if variant in ("warning-stdlib", "warning-direct"):
+        # The docs' production set-up at WARNING, to stderr (a file here).
+        configure_logging(json=True, level="WARNING", stdlib=variant == "warning-stdlib")
+        return Logs()
+    if variant in (*ALONE, *ALONE.values()):
+        # Every attempt logged, as replay needs: JSON lines appended to a file,
+        # through the standard library's logging (the default) or not.
         fd, name = tempfile.mkstemp(prefix="messagebus-bench-", suffix=".jsonl")
         os.close(fd)
-        configure_logging(json=True, path=name, stdlib=variant == "json-stdlib")
-        return name
+        configure_logging(json=True, path=name, stdlib=variant.endswith("-stdlib"))
+        return Logs(name)
     raise NotApplicable(f"unknown logging variant {variant!r}")
 
 
-def structlog_alone(cleanup: Any) -> Case:
-    """S5's JSON line of one attempt, written by structlog alone: no bus, the same fields.
+def logging_variant(variant: str | None) -> str | None:
+    """The logging set-up of a job (S6's variants are sizes, not set-ups)."""
+    return variant if variant in LOGGING_VARIANTS else None
 
-    What the logged attempt would cost if messagebus added nothing to structlog's
-    own processing and writing of the line.
+
+#: The lines one operation of S1-S3 logs at INFO, one per attempt: the
+#: message (a name in the statement's namespace), its type and kind, the
+#: handler, and the message whose id is the line's correlation id.
+_LINES = {
+    "S1": [("cmd", "Allocate", "command", "allocate", "cmd")],
+    "S2": [("event", "OrderPlaced", "event", f"on_placed_{n}", "event") for n in (1, 2, 3)],
+    "S3": [
+        ("cmd", "Allocate", "command", "allocate_and_emit", "cmd"),
+        ("allocated", "Allocated", "event", "on_allocated", "cmd"),
+    ],
+}
+
+
+def structlog_alone(scenario: str, logs: Logs) -> Case:
+    """The INFO lines of one operation of S1-S3, written by structlog alone: no bus.
+
+    What logging the attempts would cost if messagebus added nothing to
+    structlog's own making and writing of the same lines, in the same
+    configuration. Each line's logger is bound to its handler's fields once,
+    as the bus binds one per handler when it is built; the payload is dumped
+    per line, as the bus dumps it; the ids and the creation time are text made
+    once (the bus makes them per message).
     """
-    cmd = app.Allocate(ORDERID, SKU, QTY)
-    registry = Registry()
-    registry.register(app.allocate, uow=False)
-    serializer = MessageBus(registry).serializer
-    message_id = str(new_message_id())
-    logger = structlog.get_logger("messagebus").bind(
-        message_name="Allocate",
-        message_kind="command",
-        message_version=1,
-        handler="bench.impls._mbapp.allocate",
-    )
-    namespace = {
-        "logger": logger,
-        "message_id": message_id,
+    if scenario not in _LINES:
+        raise NotApplicable(f"no lines by structlog alone for {scenario}")
+    serializer = Serializer([app.Allocate, app.Allocated, app.OrderPlaced])
+    namespace: dict[str, Any] = {
+        "cmd": app.Allocate(ORDERID, SKU, QTY),
+        "event": app.OrderPlaced(ORDERID, SKU, QTY),
+        "allocated": app.Allocated(ORDERID, SKU, QTY),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "dump_payload": serializer.dump_payload,
-        "cmd": cmd,
     }
-    # The payload is dumped per line, as the bus dumps it; the ids and the
-    # creation time are given as text made once (the bus makes them per line).
-    stmt = (
-        'logger.info("message_handled", outcome="succeeded", message_id=message_id, '
-        "correlation_id=message_id, causation_id=None, created_at=created_at, attempt=1, "
-        "duration_ms=0.001, payload=dump_payload(cmd, redact=True))"
-    )
+    ids = {name: str(uuid.uuid4()) for name in ("cmd", "event", "allocated")}
+    statements = []
+    for index, (message, name, kind, handler, cause) in enumerate(_LINES[scenario]):
+        namespace[f"logger_{index}"] = structlog.get_logger("messagebus").bind(
+            message_name=name,
+            message_kind=kind,
+            message_version=1,
+            handler=f"bench.impls._mbapp.{handler}",
+        )
+        namespace[f"id_{index}"] = ids[message]
+        namespace[f"correlation_{index}"] = ids[cause]
+        namespace[f"causation_{index}"] = None if cause == message else ids[cause]
+        statements.append(
+            f'logger_{index}.info("message_handled", outcome="succeeded", '
+            f"message_id=id_{index}, correlation_id=correlation_{index}, "
+            f"causation_id=causation_{index}, created_at=created_at, attempt=1, "
+            f"duration_ms=0.001, payload=dump_payload({message}, redact=True))"
+        )
+    stmt = "\n".join(statements)
 
     def check() -> None:
+        before = logs.lines()
         exec(stmt, namespace)
-        with open(cleanup, encoding="utf-8") as log:
+        logs.expect_lines(scenario, before)
+        with open(str(logs.path), encoding="utf-8") as log:
             line = json.loads(log.readlines()[-1])
         expect(line["payload"], {"orderid": ORDERID, "sku": SKU, "qty": QTY}, "the line's payload")
 
@@ -129,15 +203,9 @@ def structlog_alone(cleanup: Any) -> Case:
         stmt,
         namespace,
         check=check,
-        teardown=log_teardown(cleanup),
-        note="structlog alone: the line of one attempt, no bus (same configuration)",
+        teardown=logs.teardown,
+        note="structlog alone: the lines of one operation at INFO, no bus, same configuration",
     )
-
-
-LOG_NOTES = {
-    "json": "configure_logging(json=True, path=..., stdlib=False), orjson installed",
-    "json-stdlib": "configure_logging(json=True, path=...): structlog through logging",
-}
 
 
 def _s6_bus(count: int) -> tuple[MessageBus, Command[str]]:
@@ -161,22 +229,11 @@ def _s6_bus(count: int) -> tuple[MessageBus, Command[str]]:
     return MessageBus(registry), types[count // 2](ORDERID)
 
 
-def log_teardown(cleanup: Any) -> Any:
-    """What closes and removes S5's log file, if the scenario made one."""
-    if cleanup is None:
-        return None
-
-    def teardown() -> None:
-        reset_logging()
-        os.unlink(cleanup)
-
-    return teardown
-
-
 def setup(scenario: str, variant: str | None) -> Case:
-    cleanup = configure_logs(variant if scenario == "S5" else None)
-    if scenario == "S5" and variant == "json-structlog":
-        return structlog_alone(cleanup)
+    setup_name = logging_variant(variant)
+    logs = configure_logs(setup_name)
+    if setup_name in ALONE.values():
+        return structlog_alone(scenario, logs)
     if scenario == "S8":
         from bench.impls import _allocation
 
@@ -210,9 +267,12 @@ def setup(scenario: str, variant: str | None) -> Case:
         bus = MessageBus(registry)
 
     def check() -> None:
+        before = logs.lines()
         result = bus.handle(cmd)
         if scenario != "S2":
             expect(result, ORDERID, "bus.handle(cmd)")
+        if scenario in LINES_PER_OPERATION:
+            logs.expect_lines(scenario, before)
 
     return Case(
         "bus.handle(cmd)",
@@ -222,6 +282,5 @@ def setup(scenario: str, variant: str | None) -> Case:
         tally=app.TALLY if calls else None,
         calls_per_op=calls,
         check=check,
-        teardown=log_teardown(cleanup),
-        note=LOG_NOTES.get(variant or "") if scenario == "S5" else None,
+        teardown=logs.teardown,
     )
