@@ -19,10 +19,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ._context import MESSAGE, Envelope, metadata_of, new_context
+from ._context import DELIVERED, MESSAGE, PARENT, Envelope, metadata_of, new_context, raised_by
 from ._core import HandlerPlan, Shape
 from ._log import default_logger
-from .messages import Event
+from ._outbox import Outbox
+from .exceptions import ConfigurationError, DispatchError
+from .messages import Command, Event
 from .middleware import AsyncMiddleware, AsyncNext, HandlerCall, new_call
 
 #: What a run and an attempt return: the handler's result, and the events raised.
@@ -42,7 +44,8 @@ def make_run(
 
     ``bus`` provides ``_retry(plan, step, call, error, first_started)`` and ``_perf_counter``.
     """
-    attempt = make_attempt(plan)
+    outbox: Outbox | None = bus._outbox
+    attempt = make_attempt(plan, outbox)
     step = compose(links, _last_step(attempt))
     retry: Retry = bus._retry
     name, kind = plan.name, plan.kind
@@ -76,7 +79,7 @@ def make_run(
 
         return run_bare, step
 
-    if plan.shape is Shape.CONTEXT:
+    if plan.shape is Shape.CONTEXT and outbox is None:
 
         async def run_with_context(envelope: Envelope) -> Outcome:
             context = new_context(envelope, None)
@@ -84,7 +87,8 @@ def make_run(
                 result = await handler(envelope[MESSAGE], context)
             except Exception as exc:
                 return await first_failed(envelope, exc)
-            return result, context._events
+            events = context._events
+            return result, raised_by(envelope, events) if events else _NO_EVENTS
 
         return run_with_context, step
 
@@ -122,8 +126,14 @@ def _last_step(attempt: Run) -> AsyncNext:
     return step
 
 
-def make_attempt(plan: HandlerPlan) -> Run:
-    """One attempt of a handler: call it in a fresh unit of work and collect its events."""
+def make_attempt(plan: HandlerPlan, outbox: Outbox | None) -> Run:
+    """One attempt of a handler: call it in a fresh unit of work and collect what it raised.
+
+    Returns ``(result, envelopes)``: the envelopes of the events it raised, from
+    its unit of work's aggregates, then its context's. With an ``outbox`` (the
+    bus has routes), what is routed among them, and the commands it sent, are
+    staged in its unit of work before it commits.
+    """
     call = plan.call
     shape = plan.shape
 
@@ -134,16 +144,19 @@ def make_attempt(plan: HandlerPlan) -> Run:
 
         return bare_attempt
 
+    uow_factory = plan.uow_factory
+
     if shape is Shape.CONTEXT:
 
         async def context_attempt(envelope: Envelope) -> Outcome:
             context = new_context(envelope, None)
             result = await call(envelope[MESSAGE], context)
-            return result, context._events
+            raised = raised_by(envelope, context._events) if context._events else _NO_EVENTS
+            if outbox is not None and raised:
+                await _send_alone(outbox, uow_factory, raised)
+            return result, raised
 
         return context_attempt
-
-    uow_factory = plan.uow_factory
 
     if shape is Shape.UOW:
         assert uow_factory is not None
@@ -151,15 +164,17 @@ def make_attempt(plan: HandlerPlan) -> Run:
         async def uow_attempt(envelope: Envelope) -> Outcome:
             uow = uow_factory()
             try:
+                if envelope[PARENT] is DELIVERED and not _claim(uow, envelope, plan.name):
+                    await uow.rollback()
+                    return None, _NO_EVENTS  # handled before: its events went then
                 result = await call(envelope[MESSAGE], uow)
-                await uow.commit()
-                events = list(uow.collect_new_events())
+                raised = await _commit(uow, envelope, (), None, outbox)
             except BaseException as exc:  # cancellation included: roll back, then re-raise
-                await _rollback_quietly(uow, exc)
+                await rollback_quietly(uow, exc)
                 raise
             finally:
-                await _close_quietly(uow)
-            return result, events
+                await close_quietly(uow)
+            return result, raised
 
         return uow_attempt
 
@@ -170,6 +185,10 @@ def make_attempt(plan: HandlerPlan) -> Run:
     async def keywords_attempt(envelope: Envelope) -> Outcome:
         uow = uow_factory() if uow_factory is not None else None
         try:
+            delivered = uow is not None and envelope[PARENT] is DELIVERED
+            if delivered and not _claim(uow, envelope, plan.name):
+                await uow.rollback()  # type: ignore[union-attr]
+                return None, _NO_EVENTS  # handled before: its events went then
             kwargs: dict[str, Any] = {}
             context = None
             if uow_parameter is not None:
@@ -179,25 +198,86 @@ def make_attempt(plan: HandlerPlan) -> Run:
             if metadata_parameter is not None:
                 kwargs[metadata_parameter] = metadata_of(envelope)
             result = await call(envelope[MESSAGE], **kwargs)
-            events: list[Event] = []
+            emitted = context._events if context is not None else ()
             if uow is not None:
-                await uow.commit()
-                events.extend(uow.collect_new_events())
-            if context is not None:
-                events.extend(context._events)
+                sent = context._sent if context is not None else None
+                raised = await _commit(uow, envelope, emitted, sent, outbox)
+            else:
+                raised = raised_by(envelope, emitted) if emitted else _NO_EVENTS
+                if outbox is not None and raised:
+                    await _send_alone(outbox, uow_factory, raised)
         except BaseException as exc:  # cancellation included: roll back, then re-raise
             if uow is not None:
-                await _rollback_quietly(uow, exc)
+                await rollback_quietly(uow, exc)
             raise
         finally:
             if uow is not None:
-                await _close_quietly(uow)
-        return result, events
+                await close_quietly(uow)
+        return result, raised
 
     return keywords_attempt
 
 
-async def _rollback_quietly(uow: Any, error: BaseException) -> None:
+async def _commit(
+    uow: Any,
+    envelope: Envelope,
+    emitted: Sequence[Event],
+    sent: Sequence[Command[Any]] | None,
+    outbox: Outbox | None,
+) -> Sequence[Envelope]:
+    """Commit the attempt's unit of work; the envelopes of the events it raised.
+
+    Without routes, the aggregates' events are collected after the commit, as
+    the unit of work's protocol says. With them, before: what is routed must be
+    staged in the transaction, and a failed commit discards it all the same.
+    """
+    if outbox is None:
+        await uow.commit()
+        events = [*uow.collect_new_events(), *emitted]
+        return raised_by(envelope, events) if events else _NO_EVENTS
+    raised = raised_by(envelope, [*uow.collect_new_events(), *emitted])
+    outbox.stage(uow, raised, raised_by(envelope, sent) if sent else ())
+    await uow.commit()
+    return raised
+
+
+async def _send_alone(outbox: Outbox, uow_factory: Any, raised: Sequence[Envelope]) -> None:
+    """Send what a handler without a unit of work raised, in a unit of work of its own.
+
+    The handler's work is done: this is at least once only if the process
+    does not stop between the two (a handler that must send with its change
+    runs in a unit of work).
+    """
+    if not any(outbox.route(envelope[MESSAGE].__class__) for envelope in raised):
+        return
+    if uow_factory is None:
+        raise DispatchError(
+            "a routed event was raised by a handler without a unit of work, on a bus "
+            "without one: give the bus uow=... so that it can be sent"
+        )
+    uow = uow_factory()
+    try:
+        outbox.stage(uow, raised, ())
+        await uow.commit()
+    except BaseException as exc:
+        await rollback_quietly(uow, exc)
+        raise
+    finally:
+        await close_quietly(uow)
+
+
+def _claim(uow: Any, envelope: Envelope, handler: str) -> bool:
+    """Claim a delivered message for one handler in the unit of work's inbox."""
+    claim = getattr(uow, "claim_incoming", None)
+    if not callable(claim):
+        raise ConfigurationError(
+            f"{type(uow).__qualname__} has no inbox (claim_incoming): a message delivered "
+            "by a consumer could be handled twice; use a unit of work with one"
+        )
+    return bool(claim(str(metadata_of(envelope).message_id), handler))
+
+
+async def rollback_quietly(uow: Any, error: BaseException) -> None:
     """Roll back; a failing rollback must not hide the error that caused it."""
     try:
         await uow.rollback()
@@ -205,7 +285,7 @@ async def _rollback_quietly(uow: Any, error: BaseException) -> None:
         default_logger().exception("unit_of_work_rollback_failed", original_error=repr(error))
 
 
-async def _close_quietly(uow: Any) -> None:
+async def close_quietly(uow: Any) -> None:
     """Close; the attempt's outcome is already decided (and maybe committed)."""
     try:
         await uow.close()

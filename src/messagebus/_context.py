@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import messages
-from .exceptions import NotAMessageError
-from .messages import Event, Message, Metadata
+from .exceptions import DispatchError, NotAMessageError
+from .messages import Command, Event, Message, Metadata
 
 # An envelope is a list, not an object: it is made for every message the bus
 # dispatches, and a list literal costs a quarter of a class instantiation.
-# [MESSAGE, PARENT envelope or None, METADATA or None, SEQUENCE, TIMESTAMP (ns)]
+# [MESSAGE, PARENT envelope or None, METADATA or None, SEQUENCE, TIMESTAMP (ns), CLOCK]
 # A message's id and time are fixed only when first needed (see _stamp), most
-# often never: until then SEQUENCE is None and TIMESTAMP holds the clock to
-# read (the bus's ``clock.time_ns``).
+# often never: until then SEQUENCE and TIMESTAMP are None. CLOCK is the bus's
+# ``clock.time_ns``, read then.
 Envelope = list[Any]
-MESSAGE, PARENT, METADATA, SEQUENCE, TIMESTAMP = range(5)
+MESSAGE, PARENT, METADATA, SEQUENCE, TIMESTAMP, CLOCK = range(6)
 
 next_sequence = messages._sequence.__next__
 
@@ -30,7 +30,18 @@ def new_envelope(
     time_ns: Callable[[], int],
 ) -> Envelope:
     """The envelope of a message given to the bus (no parent), or raised while handling one."""
-    return [message, parent, metadata, None, time_ns]
+    return [message, parent, metadata, None, None, time_ns]
+
+
+def raised_by(parent: Envelope, events: Sequence[Message]) -> list[Envelope]:
+    """The envelopes of the messages raised (or sent) while handling ``parent``."""
+    clock = parent[CLOCK]
+    return [new_envelope(event, parent, None, clock) for event in events]
+
+
+#: The parent of a message delivered by a consumer: its handlers claim it in
+#: their unit of work's inbox first. A stamped envelope, so nothing reads past it.
+DELIVERED: Envelope = [None, None, None, 0, 0, None]
 
 
 def _stamp(envelope: Envelope) -> None:
@@ -47,7 +58,7 @@ def _stamp(envelope: Envelope) -> None:
         _stamp(parent)
     with _stamping[0]:
         if envelope[SEQUENCE] is None:
-            envelope[TIMESTAMP] = envelope[TIMESTAMP]()
+            envelope[TIMESTAMP] = envelope[CLOCK]()
             envelope[SEQUENCE] = next_sequence()
 
 
@@ -117,11 +128,12 @@ class Context:
     failed attempt are discarded.
     """
 
-    __slots__ = ("_envelope", "_events", "uow")
+    __slots__ = ("_envelope", "_events", "_sent", "uow")
 
     # Made for each attempt by new_context().
     _envelope: Envelope
     _events: list[Event]
+    _sent: list[Command[Any]] | None
     #: The attempt's unit of work, or None for a handler that runs without one.
     uow: Any
 
@@ -141,6 +153,29 @@ class Context:
             raise NotAMessageError(event, "Context.emit()")
         self._events.append(event)
 
+    def send(self, command: Command[Any]) -> None:
+        """Send a command to the service that owns it, if this attempt commits.
+
+        The command must be routed (``Registry.route``); it is written to the
+        outbox in this attempt's unit of work, and a relay publishes it.
+
+        Raises:
+            NotAMessageError: ``command`` is not a Command.
+            DispatchError: The handler runs without a unit of work, so nothing
+                could be sent in its transaction.
+        """
+        if not isinstance(command, Command):
+            raise NotAMessageError(command, "Context.send()")
+        if self.uow is None:
+            raise DispatchError(
+                f"Context.send({type(command).__qualname__}(...)) needs the handler's unit "
+                "of work, to send it in the same transaction: register the handler with a "
+                "unit of work (not uow=False), on a bus given uow=..."
+            )
+        if self._sent is None:
+            self._sent = []
+        self._sent.append(command)
+
 
 _allocate = object.__new__
 
@@ -150,5 +185,6 @@ def new_context(envelope: Envelope, uow: Any) -> Context:
     context: Context = _allocate(Context)
     context._envelope = envelope
     context._events = []
+    context._sent = None
     context.uow = uow
     return context

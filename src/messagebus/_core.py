@@ -24,6 +24,7 @@ from typing import Any, Literal
 from ._context import MESSAGE, Envelope, metadata_of
 from ._dependencies import CallPlan, check_dependencies, plan_call, unused_dependencies
 from ._log import AttemptLog
+from ._outbox import Outbox, refuse_routed_commands_with_handlers
 from ._registry import Registration, Registry
 from .exceptions import (
     ConfigurationError,
@@ -194,6 +195,9 @@ class BusCore:
         )
         check_required(require_handlers, self._commands)
         registry.freeze()  # a handler registered later would never be called: refused instead
+        self._serializer = serializer_for(registry)
+        self._uow_factory = uow
+        self._outbox = self._make_outbox(registry, uow)
         unused_names = unused_dependencies(
             dependencies or {}, [plan.call_plan for plan in self._plans()]
         )
@@ -201,7 +205,6 @@ class BusCore:
             raise UnusedDependencyError(unused_names)
         self._dependency_names = tuple(dependencies or ())
         self._has_uow = uow is not None
-        self._serializer = serializer_for(registry)
         self._clock = time if clock is None else clock
         self._time_ns: Callable[[], int] = self._clock.time_ns
         self._perf_counter: Callable[[], float] = self._clock.perf_counter
@@ -219,6 +222,18 @@ class BusCore:
             self._log.unused_dependencies(UnusedDependencyError(unused_names))
         self._dead_letters = dead_letters
         self._dead_letter_commands = dead_letter_commands
+
+    def _make_outbox(self, registry: Registry, uow: Callable[[], Any] | None) -> Outbox | None:
+        routes = registry.routes
+        if not routes:
+            return None
+        refuse_routed_commands_with_handlers(routes, list(self._commands))
+        if uow is None:
+            raise ConfigurationError(
+                "messages are routed out of the process, and the bus has no unit of work to "
+                "write them to the outbox in: give it uow=..."
+            )
+        return Outbox(routes, self._serializer)
 
     def _notify(self, envelope: Envelope) -> None:
         metadata = metadata_of(envelope)
@@ -344,8 +359,8 @@ def is_async_callable(function: Any) -> bool:
 
 
 def serializer_for(registry: Registry) -> Serializer:
-    """A serializer that knows every message type the registry handles."""
-    return Serializer([*registry.commands, *registry.events])
+    """A serializer that knows every message type the registry handles or routes."""
+    return Serializer(dict.fromkeys([*registry.commands, *registry.events, *registry.routes]))
 
 
 #: Set while a dead letter is redelivered: its failure updates that letter

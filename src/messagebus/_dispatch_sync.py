@@ -6,13 +6,14 @@ edit; edit the async source and run ``make generate``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._attempt_sync import Outcome, Run, make_run
-from ._context import MESSAGE, Envelope, new_envelope
+from ._attempt_sync import Outcome, Run, close_quietly, make_run, rollback_quietly
+from ._context import MESSAGE, Envelope, metadata_of, new_envelope
 from ._core import BusCore, HandlerPlan, Shape, _redelivering
-from .exceptions import NoHandlerError, NotAMessageError
+from .exceptions import DispatchError, NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
 from .middleware import HandlerCall, Middleware, Next, new_call
 from .retry import _RetryController
@@ -47,9 +48,9 @@ class SyncDispatch(BusCore):
         envelope = new_envelope(message, None, metadata, self._time_ns)
         if self._listeners:
             self._notify(envelope)
-        result, events = handling(envelope)
-        if events:
-            self._drain(envelope, events, logged)
+        result, raised = handling(envelope)
+        if raised:
+            self._drain(raised, logged)
         return result
 
     def redeliver(self, message: Message, *, handler: str, metadata: Metadata | None = None) -> Any:
@@ -69,12 +70,47 @@ class SyncDispatch(BusCore):
         try:
             if self._listeners:
                 self._notify(envelope)
-            result, events = plan.runs[logged](envelope)
+            result, raised = plan.runs[logged](envelope)
         finally:
             _redelivering.reset(token)
-        if events:
-            self._drain(envelope, events, logged)
+        if raised:
+            self._drain(raised, logged)
         return result
+
+    def send(self, command: Command[Any], *, metadata: Metadata | None = None) -> Metadata:
+        """Send a routed command to the service that owns it.
+
+        It is written to the outbox in a unit of work of its own, committed
+        before this returns; a relay publishes it. From a handler, send with
+        ``context.send(command)`` instead: in the handler's own transaction.
+
+        Returns:
+            The command's metadata (its id, to match a reply by).
+
+        Raises:
+            NotAMessageError: ``command`` is not a Command.
+            DispatchError: The command is not routed (``Registry.route``).
+        """
+        if not isinstance(command, Command):
+            raise NotAMessageError(command, "bus.send()")
+        outbox = self._outbox
+        if outbox is None or outbox.route(command.__class__) is None:
+            raise DispatchError(
+                f"{type(command).__qualname__} is not routed: say where it goes with "
+                "registry.route(...) before sending it"
+            )
+        envelope = new_envelope(command, None, metadata, self._time_ns)
+        assert self._uow_factory is not None  # a bus with routes has one
+        uow = self._uow_factory()
+        try:
+            outbox.stage(uow, (), [envelope])
+            uow.commit()
+        except BaseException as exc:
+            rollback_quietly(uow, exc)
+            raise
+        finally:
+            close_quietly(uow)
+        return metadata_of(envelope)
 
     def _unhandled(self, message: Message, metadata: Metadata | None) -> None:
         if isinstance(message, Event):  # an event may have no handler
@@ -82,24 +118,28 @@ class SyncDispatch(BusCore):
                 self._notify(new_envelope(message, None, metadata, self._time_ns))
             return
         if isinstance(message, Command):
+            route = self._outbox.route(message.__class__) if self._outbox else None
+            if route is not None:
+                raise DispatchError(
+                    f"{type(message).__qualname__} is routed to {route.destination!r}: its "
+                    "owner handles it; send it with bus.send(...) or context.send(...)"
+                )
             raise NoHandlerError(message)
         raise NotAMessageError(message)
 
-    def _drain(self, parent: Envelope, events: Sequence[Event], logged: bool) -> None:
-        """Handle the events raised while handling ``parent``, and theirs, breadth first."""
-        time_ns = self._time_ns
+    def _drain(self, raised: Sequence[Envelope], logged: bool) -> None:
+        """Handle the events raised, and those they raise, breadth first."""
         handlings = self._handlings[logged]
-        queue = [(parent, events)]
-        for parent, events in queue:  # what is appended while iterating comes in its turn
-            for event in events:
-                envelope = new_envelope(event, parent, None, time_ns)
-                if self._listeners:
-                    self._notify(envelope)
-                handling = handlings.get(event.__class__)
-                if handling is not None:
-                    _, raised = handling(envelope)
-                    if raised:
-                        queue.append((envelope, raised))
+        queue = deque(raised)
+        while queue:
+            envelope = queue.popleft()
+            if self._listeners:
+                self._notify(envelope)
+            handling = handlings.get(envelope[MESSAGE].__class__)
+            if handling is not None:
+                _, more = handling(envelope)
+                if more:
+                    queue.extend(more)
 
     def _fan_out(self, plans: Sequence[HandlerPlan], logged: bool) -> Run:
         """An event's handling: each of its handlers in turn, a failure isolated."""
@@ -108,15 +148,15 @@ class SyncDispatch(BusCore):
         runs = [plan.runs[logged] for plan in plans]
 
         def fan_out(envelope: Envelope) -> Outcome:
-            events: list[Event] = []
+            every: list[Envelope] = []
             for run in runs:
                 try:
                     _, raised = run(envelope)
                 except Exception:  # given up: logged and stored by _retry; isolated here
                     continue
                 if raised:
-                    events.extend(raised)
-            return None, events
+                    every.extend(raised)
+            return None, every
 
         return fan_out
 

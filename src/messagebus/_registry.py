@@ -10,9 +10,15 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
-from .exceptions import DuplicateHandlerError, FrozenRegistryError, MissingAnnotationError
+from .exceptions import (
+    ConfigurationError,
+    DuplicateHandlerError,
+    FrozenRegistryError,
+    MissingAnnotationError,
+)
 from .messages import Command, Event, Message
 from .retry import RetryPolicy
+from .routing import Key, Route
 
 __all__ = ["Registration", "Registry"]
 
@@ -138,6 +144,7 @@ class Registry:
         self._commands: dict[type[Message], Registration] = {}
         self._events: dict[type[Message], list[Registration]] = {}
         self._frozen = False
+        self._routes: dict[type[Message], Route] = {}
 
     def freeze(self) -> None:
         """Refuse any further registration; calling it again does nothing.
@@ -290,14 +297,24 @@ class Registry:
         one of its event handlers is already registered for the same event,
         nothing is added.
 
+        Its routes come along too.
+
         Raises:
             DuplicateHandlerError: A command has a handler in both registries.
             FrozenRegistryError: The registry is frozen.
+            ConfigurationError: A message type is routed in both, to different places.
         """
         if self._frozen:
             raise FrozenRegistryError(other)
         if other is self:
             return
+        for message_type, route in other._routes.items():
+            mine = self._routes.get(message_type)
+            if mine is not None and mine != route:
+                raise ConfigurationError(
+                    f"{message_type.__qualname__} is routed to {mine.destination!r} here "
+                    f"and to {route.destination!r} in the registry included"
+                )
         for message_type, registration in other._commands.items():
             self._refuse_duplicate(message_type, registration.handler)
         for message_type, registrations in other._events.items():
@@ -306,6 +323,58 @@ class Registry:
         self._commands.update(other._commands)
         for message_type, registrations in other._events.items():
             self._events.setdefault(message_type, []).extend(list(registrations))
+        self._routes.update(other._routes)
+
+    def route(self, message_type: type[Message], *, to: str, key: Key | None = None) -> Route:
+        """Send every message of this type out of the process, to ``to``.
+
+        A routed event is handled here too, and sent; a routed command is only
+        sent (its owner handles it). See :mod:`messagebus.routing`.
+
+        Args:
+            message_type: A Command or Event type.
+            to: The destination (a stream, or a queue).
+            key: The partition key: a field's name or a function of the
+                message; by default the correlation id.
+
+        Raises:
+            FrozenRegistryError: A bus was built from this registry already.
+            ConfigurationError: Not a message type, an empty destination, a key
+                that is not one of its fields, or a second route for it.
+        """
+        if self._frozen:
+            raise FrozenRegistryError(message_type)
+        if not (isinstance(message_type, type) and issubclass(message_type, (Command, Event))):
+            raise ConfigurationError(
+                f"only Command and Event types are routed, not {message_type!r}"
+            )
+        if not isinstance(to, str) or not to.strip():
+            raise ConfigurationError(
+                f"the destination of {message_type.__qualname__} must be a non-empty name, "
+                f"not {to!r}"
+            )
+        routed = typing.cast(type[Message], message_type)
+        if isinstance(key, str) and attrs.has(message_type):
+            fields = [field.name for field in attrs.fields(message_type)]
+            if key not in fields:
+                raise ConfigurationError(
+                    f"{message_type.__qualname__} has no field {key!r} to use as its key "
+                    f"(its fields: {', '.join(fields)})"
+                )
+        elif key is not None and not isinstance(key, str) and not callable(key):
+            raise ConfigurationError(f"a key is a field's name or a function, not {key!r}")
+        if message_type in self._routes:
+            raise ConfigurationError(
+                f"{message_type.__qualname__} is routed already, "
+                f"to {self._routes[message_type].destination!r}"
+            )
+        route = self._routes[routed] = Route(routed, to, key)
+        return route
+
+    @property
+    def routes(self) -> Mapping[type[Message], Route]:
+        """The routes by message type (a read-only view)."""
+        return types.MappingProxyType(self._routes)
 
     @property
     def commands(self) -> Mapping[type[Message], Registration]:
