@@ -34,9 +34,12 @@ def new_envelope(
 
 
 def raised_by(parent: Envelope, events: Sequence[Message]) -> list[Envelope]:
-    """The envelopes of the messages raised (or sent) while handling ``parent``."""
+    """The envelopes of the messages raised (or sent) while handling ``parent``: a new list."""
     clock = parent[CLOCK]
-    return [new_envelope(event, parent, None, clock) for event in events]
+    envelopes = []
+    for event in events:  # a loop, not a comprehension: a call fewer before Python 3.12
+        envelopes.append([event, parent, None, None, None, clock])
+    return envelopes
 
 
 #: The parent of a message delivered by a consumer: its handlers claim it in

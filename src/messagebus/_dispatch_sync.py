@@ -6,7 +6,6 @@ edit; edit the async source and run ``make generate``.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -127,19 +126,21 @@ class SyncDispatch(BusCore):
             raise NoHandlerError(message)
         raise NotAMessageError(message)
 
-    def _drain(self, raised: Sequence[Envelope], logged: bool) -> None:
-        """Handle the events raised, and those they raise, breadth first."""
+    def _drain(self, raised: list[Envelope], logged: bool) -> None:
+        """Handle the events raised, and those they raise, breadth first.
+
+        ``raised`` is a list of a run's own making: what is raised while it is
+        handled is appended to it, and comes in its turn.
+        """
         handlings = self._handlings[logged]
-        queue = deque(raised)
-        while queue:
-            envelope = queue.popleft()
+        for envelope in raised:
             if self._listeners:
                 self._notify(envelope)
             handling = handlings.get(envelope[MESSAGE].__class__)
             if handling is not None:
                 _, more = handling(envelope)
                 if more:
-                    queue.extend(more)
+                    raised.extend(more)
 
     def _fan_out(self, plans: Sequence[HandlerPlan], logged: bool) -> Run:
         """An event's handling: each of its handlers in turn, a failure isolated."""
