@@ -1,16 +1,14 @@
-"""Retries (DESIGN.md §5): tenacity policies, what is transient, and waits that tests inject.
+"""DESIGN.md §5, Retries: tenacity policies, what is transient, and waits that tests inject.
 
 Every test of a bus runs against both (the ``h`` fixture); the tests of
 ``is_transient`` and ``retry_if_transient`` on their own involve no bus.
 """
 
-import logging
 import time
 import typing
 
 import attrs
 import pytest
-import structlog
 import tenacity
 from structlog.typing import EventDict
 
@@ -24,8 +22,10 @@ from messagebus import (
     is_transient,
     retry_if_transient,
 )
+from messagebus.observe import InMemoryDeadLetters
 
 from ._buses import Harness
+from ._loggers import filtered_at_warning, quiet_logger
 
 
 @attrs.frozen
@@ -36,6 +36,11 @@ class Allocate(Command[str]):
 @attrs.frozen
 class Allocated(Event):
     sku: str
+
+
+@attrs.frozen
+class Followed(Event):
+    n: int
 
 
 class OperationalError(Exception):
@@ -319,12 +324,6 @@ def test_any_tenacity_stop_strategy_decides_when_to_give_up(
     assert ([1, 2, 3, 4, 5], [0.3] * 4) == (attempts, h.waits)
 
 
-def filtered_at_warning() -> typing.Any:
-    return structlog.wrap_logger(
-        None, wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
-    )
-
-
 @pytest.mark.parametrize(
     "logger",
     [pytest.param(None, id="successes-logged"), pytest.param(filtered_at_warning(), id="quiet")],
@@ -350,6 +349,90 @@ def test_stop_after_delay_counts_the_time_of_the_first_attempt(
         h.handle(Allocate("lamp"))
 
     assert [1] == attempts  # what tenacity.Retrying itself does with the same policy
+
+
+def test_a_policy_that_sets_only_when_to_stop_still_retries_only_transient_failures(
+    h: Harness,
+) -> None:
+    calls: list[str] = []
+
+    @h.register(retry=RetryPolicy(stop=tenacity.stop_after_attempt(4)))
+    def allocate(cmd: Allocate, uow: typing.Any) -> str:
+        calls.append(cmd.sku)
+        raise (KeyError if cmd.sku == "domain" else ConnectionError)(cmd.sku)
+
+    with pytest.raises(KeyError):
+        h.handle(Allocate("domain"))
+    with pytest.raises(ConnectionError):
+        h.handle(Allocate("transient"))
+
+    assert ["domain"] + ["transient"] * 4 == calls
+
+
+def test_with_successes_not_logged_a_command_is_retried_and_a_failed_event_dead_lettered(
+    h: Harness,
+) -> None:
+    # Handlers that ask for nothing but their message, and no unit of work.
+    store = InMemoryDeadLetters()
+    calls: list[str] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate) -> str:
+        calls.append("allocate")
+        if calls.count("allocate") == 1:
+            raise TimeoutError("busy")
+        return "ok"
+
+    @h.register(uow=False)
+    def broken(event: Allocated) -> None:
+        calls.append("broken")
+        raise ValueError("bug")
+
+    @h.register(uow=False)
+    def flaky(event: Allocated) -> None:
+        calls.append("flaky")
+        if calls.count("flaky") == 1:
+            raise ConnectionError("reset")
+
+    h.build(dead_letters=store, logger=quiet_logger(), uow=None)
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    h.handle(Allocated("lamp"))
+
+    assert ["allocate", "allocate", "broken", "flaky", "flaky"] == calls
+    assert [("Allocated", 1)] == [(d.message_name, d.attempts) for d in store.letters]
+    assert 2 == len(h.waits)
+
+
+def test_with_successes_not_logged_commands_and_events_raising_events_are_retried(
+    h: Harness,
+) -> None:
+    calls: list[str] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        calls.append("allocate")
+        if calls.count("allocate") == 1:
+            raise TimeoutError("busy")
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, context: Context) -> None:
+        calls.append("on_allocated")
+        if calls.count("on_allocated") == 1:
+            raise ConnectionError("reset")
+        context.emit(Followed(1))
+
+    @h.register(uow=False)
+    def on_followed(event: Followed, context: Context) -> None:
+        calls.append("on_followed")
+
+    h.build(logger=quiet_logger(), uow=None)
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert ["allocate", "allocate", "on_allocated", "on_allocated", "on_followed"] == calls
+    assert 2 == len(h.waits)
 
 
 # -- waiting without sleeping --------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Unit of work (DESIGN.md §4): one per handler attempt, and events only after commit.
+"""DESIGN.md §4, Unit of work: one per handler attempt, and events only after commit.
 
 Every test of a bus runs against both (the ``h`` fixture); the tests of
-``AbstractUnitOfWork`` on its own, at the end, involve no bus.
+``AbstractUnitOfWork`` and the fakes on their own, at the end, involve no bus.
 """
 
 import typing
@@ -38,6 +38,15 @@ class Noted(Event):
 class Product:
     sku: str
     events: list[Event] = attrs.field(factory=list)
+
+
+class Counted:
+    """An aggregate that counts its allocations (the fake repository keeps copies)."""
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        self.allocations = 0
+        self.events: list[Event] = []
 
 
 class Journal:
@@ -347,26 +356,48 @@ def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succe
     assert [Allocated("lamp", attempt=2)] == handled
 
 
-def test_events_of_a_rolled_back_attempt_are_not_dispatched_with_the_fake_unit_of_work(
+def test_no_event_nor_change_of_a_rolled_back_attempt_is_kept_with_the_fake_unit_of_work(
     h: Harness,
 ) -> None:
-    h.products.add(Product("lamp"))
-    attempts: list[int] = []
-    handled: list[Event] = []
-    recording_handlers(h, handled)
+    h.products.add(Counted("lamp"))
+    handled: list[int] = []
 
     @h.register
     def allocate(cmd: Allocate, uow: typing.Any) -> str:
-        attempts.append(len(attempts) + 1)
-        uow.products.get(cmd.sku).events.append(Allocated(cmd.sku, attempt=len(attempts)))
-        if len(attempts) == 1:
-            raise TimeoutError("lock wait timeout")
+        product = uow.products.get(cmd.sku)
+        product.allocations += 1
+        product.events.append(Allocated(cmd.sku, product.allocations))
+        if len(h.uows) == 1:
+            raise TimeoutError("serialisation failure")
         return "done"
 
-    h.build(uow=h.uow)
+    @h.register(uow=False)
+    def on_allocated(event: Allocated) -> None:
+        handled.append(event.attempt)
+
     h.handle(Allocate("lamp"))
 
-    assert [Allocated("lamp", attempt=2)] == handled
+    assert [1] == handled
+    assert 1 == h.products.get("lamp").allocations
+
+
+def test_each_attempt_gets_a_fresh_fake_unit_of_work_committed_or_rolled_back(
+    h: Harness,
+) -> None:
+    attempts: list[int] = []
+
+    @h.register
+    def allocate(cmd: Allocate, uow: typing.Any) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise TimeoutError("busy")
+        return "ok"
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert [(0, 1, True), (0, 1, True), (1, 0, True)] == [
+        (u.committed, u.rolled_back, u.closed) for u in h.uows
+    ]
+    assert 2 == len(h.waits)
 
 
 def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(h: Harness) -> None:
