@@ -129,7 +129,7 @@ def test_a_commands_domain_error_reaches_the_caller_as_the_original_exception(
 
     with pytest.raises(ValueError, match="no stock") as caught:
         h.handle(Allocate("o1"))
-    assert caught.value is error
+    assert error is caught.value
 
 
 def test_events_raised_by_a_failed_command_are_not_dispatched(h: Harness) -> None:
