@@ -410,6 +410,44 @@ def test_event_handler_parameter_that_nothing_provides_is_refused_when_the_bus_i
     assert (h.registered(notify), "mailer") == (caught.value.handler, caught.value.parameter)
 
 
+class Mailer:
+    pass
+
+
+def send_mail(event: Allocated, mailer: Mailer) -> None:
+    pass
+
+
+def send_sms(event: Allocated, sms_gateway) -> None:  # type: ignore[no-untyped-def]
+    pass
+
+
+def allocate_in_uow(command: Allocate, uow: typing.Any) -> str:
+    return "b1"
+
+
+@pytest.mark.parametrize(
+    ("handler", "parameter"),
+    [
+        pytest.param(send_mail, "mailer", id="annotated"),
+        pytest.param(send_sms, "sms_gateway", id="not annotated"),
+        pytest.param(allocate_in_uow, "uow", id="a unit of work, but the bus has none"),
+    ],
+)
+def test_a_parameter_that_nothing_provides_fails_at_start_up_naming_handler_and_parameter(
+    h: Harness, handler: typing.Callable[..., typing.Any], parameter: str
+) -> None:
+    h.register(handler)  # registration cannot know the dependencies: accepted
+
+    with pytest.raises(UnresolvedDependencyError) as caught:
+        h.build(uow=None, dependencies={"clock": object()})
+
+    assert handler.__qualname__ in str(caught.value)
+    assert f"'{parameter}'" in str(caught.value)
+    assert (h.registered(handler), parameter) == (caught.value.handler, caught.value.parameter)
+    assert isinstance(caught.value, ConfigurationError)
+
+
 def test_parameter_with_a_default_value_is_left_to_it_when_nothing_provides_it(
     h: Harness,
 ) -> None:

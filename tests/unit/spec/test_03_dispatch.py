@@ -163,13 +163,22 @@ def test_a_command_without_a_handler_is_refused_naming_it(h: Harness) -> None:
     assert "Allocate" in str(caught.value)
 
 
+@attrs.frozen
+class PlainOrder:
+    """An attrs class that is neither a Command nor an Event."""
+
+    orderid: str
+
+
 @pytest.mark.parametrize(
     "value",
     [
         pytest.param("Allocate o1", id="str"),
-        pytest.param(Allocate, id="class"),
+        pytest.param(Allocate, id="the class instead of an instance"),
         42,
         pytest.param({"orderid": "o1"}, id="dict"),
+        pytest.param(PlainOrder("o1"), id="a plain attrs instance"),
+        pytest.param(None, id="None"),
     ],
 )
 def test_what_is_not_a_message_is_refused_naming_it(h: Harness, value: object) -> None:
@@ -181,20 +190,31 @@ def test_what_is_not_a_message_is_refused_naming_it(h: Harness, value: object) -
     assert value is caught.value.value
     assert repr(value) in str(caught.value)
     assert type(value).__qualname__ in str(caught.value)
+    assert isinstance(caught.value, TypeError)
 
 
-def test_emitting_what_is_not_an_event_is_refused(h: Harness) -> None:
+@pytest.mark.parametrize(
+    "emitted", [pytest.param(Allocate("o2"), id="a command"), pytest.param("Allocated", id="a str")]
+)
+def test_emitting_what_is_not_an_event_fails_the_handler_naming_it_without_a_retry(
+    h: Harness, emitted: object
+) -> None:
+    calls: list[str] = []
+
     @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
-        context.emit(Allocate("o2"))  # type: ignore[arg-type]
+        calls.append(cmd.orderid)
+        context.emit(emitted)  # type: ignore[arg-type]
         return "done"
 
     h.build(uow=None)
     with pytest.raises(NotAMessageError) as caught:
         h.handle(Allocate("o1"))
 
-    assert Allocate("o2") == caught.value.value
+    assert emitted == caught.value.value
     assert "Context.emit()" in str(caught.value)
+    assert repr(emitted) in str(caught.value)
+    assert ["o1"] == calls
 
 
 # -- an event: zero or more handlers, in registration order, each isolated -----------
