@@ -278,6 +278,7 @@ def test_a_command_is_older_than_the_events_it_raises(
     assert command.created_at < event.created_at
 
 
+@pytest.mark.one_bus("threads share a sync bus")
 def test_threads_given_the_context_see_one_id_while_it_is_being_fixed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -80,6 +80,7 @@ def test_handler_is_registered_for_the_annotated_type_of_its_first_parameter(
     assert "allocated o1" == h.handle(Allocate("o1"))
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_register_called_with_arguments_is_a_decorator_returning_the_handler() -> None:
     registry = Registry()
 
@@ -116,6 +117,7 @@ def test_union_annotation_registers_the_handler_for_each_member(h: Harness) -> N
     assert [Allocated("o1"), Deallocated("o2")] == seen
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_handler_without_annotation_is_refused_naming_it() -> None:
     registry = Registry()
 
@@ -130,6 +132,7 @@ def test_handler_without_annotation_is_refused_naming_it() -> None:
     assert {} == dict(registry.commands)
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_handler_without_parameters_is_refused_naming_it() -> None:
     registry = Registry()
 
@@ -140,6 +143,7 @@ def test_handler_without_parameters_is_refused_naming_it() -> None:
         registry.register(allocate)
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_annotation_that_is_not_a_message_type_is_refused_naming_the_handler() -> None:
     registry = Registry()
 
@@ -153,6 +157,7 @@ def test_annotation_that_is_not_a_message_type_is_refused_naming_the_handler() -
     assert full_name(allocate) in str(caught.value)
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_type_named_at_registration_that_is_not_a_message_type_is_refused() -> None:
     registry = Registry()
 
@@ -163,6 +168,7 @@ def test_type_named_at_registration_that_is_not_a_message_type_is_refused() -> N
         registry.register(allocate, message=str)  # type: ignore[arg-type]
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_second_command_handler_is_refused_naming_both() -> None:
     registry = Registry()
 
@@ -200,6 +206,7 @@ def test_first_command_handler_stays_registered_after_a_second_is_refused(h: Har
     assert "first" == h.handle(Allocate("o1"))
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_refused_registration_for_several_types_registers_none_of_them() -> None:
     registry = Registry()
 
@@ -290,6 +297,7 @@ def test_include_refuses_a_second_command_handler_naming_both(h: Harness) -> Non
     assert "new" == h.handle(Allocate("o1"))
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_refused_include_adds_none_of_the_other_registrys_handlers() -> None:
     orders = Registry()
     legacy = Registry()
@@ -312,6 +320,7 @@ def test_refused_include_adds_none_of_the_other_registrys_handlers() -> None:
     assert [Allocate] == list(orders.commands)
 
 
+@pytest.mark.one_bus("a Registry on its own")
 def test_including_a_registry_in_itself_terminates_and_adds_no_handler(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -76,14 +76,16 @@ def named(logs: list[EventDict], event: str) -> list[EventDict]:
 @pytest.mark.parametrize(
     "how", ["alone", "in a unit of work, raising an event", "registered for a named type"]
 )
-def test_the_command_handlers_result_is_what_handle_returns(h: Harness, how: str) -> None:
+def test_the_command_handlers_result_is_what_handle_returns(
+    h: Harness, logger: object, how: str
+) -> None:
     if how == "alone":
 
         @h.register
         def allocate(cmd: Allocate) -> str:
             return f"batch-for-{cmd.orderid}"
 
-        h.build(uow=None)
+        h.build(logger=logger, uow=None)
     elif how == "in a unit of work, raising an event":
 
         @h.register
@@ -91,16 +93,17 @@ def test_the_command_handlers_result_is_what_handle_returns(h: Harness, how: str
             context.emit(Allocated(cmd.orderid))
             return f"batch-for-{cmd.orderid}"
 
-        h.build(uow=h.uow)
+        h.build(logger=logger, uow=h.uow)
     else:
         h.register(lambda cmd, uow: f"batch-for-{cmd.orderid}", message=Allocate)
+        h.build(logger=logger)
 
     assert "batch-for-o1" == h.handle(Allocate("o1"))
 
 
 @pytest.mark.parametrize("in_a_unit_of_work", [False, True], ids=["alone", "in a unit of work"])
 def test_a_commands_failure_reaches_the_caller_as_its_own_exception_after_its_retries(
-    h: Harness, in_a_unit_of_work: bool
+    h: Harness, logger: object, in_a_unit_of_work: bool
 ) -> None:
     errors = [TimeoutError("first"), TimeoutError("second"), TimeoutError("third")]
     attempts: list[int] = []
@@ -110,7 +113,7 @@ def test_a_commands_failure_reaches_the_caller_as_its_own_exception_after_its_re
         attempts.append(len(attempts) + 1)
         raise errors[len(attempts) - 1]
 
-    h.build(uow=h.uow if in_a_unit_of_work else None)
+    h.build(logger=logger, uow=h.uow if in_a_unit_of_work else None)
     with pytest.raises(TimeoutError) as caught:
         h.handle(Allocate("o1"))
 
@@ -120,6 +123,7 @@ def test_a_commands_failure_reaches_the_caller_as_its_own_exception_after_its_re
 
 def test_a_commands_domain_error_reaches_the_caller_as_the_original_exception(
     h: Harness,
+    logger: object,
 ) -> None:
     error = ValueError("no stock")
 
@@ -127,12 +131,13 @@ def test_a_commands_domain_error_reaches_the_caller_as_the_original_exception(
     def allocate(cmd: Allocate, uow: typing.Any) -> str:
         raise error
 
+    h.build(logger=logger)
     with pytest.raises(ValueError, match="no stock") as caught:
         h.handle(Allocate("o1"))
     assert error is caught.value
 
 
-def test_events_raised_by_a_failed_command_are_not_dispatched(h: Harness) -> None:
+def test_events_raised_by_a_failed_command_are_not_dispatched(h: Harness, logger: object) -> None:
     handled: list[Event] = []
 
     @h.register(uow=False)
@@ -144,7 +149,7 @@ def test_events_raised_by_a_failed_command_are_not_dispatched(h: Harness) -> Non
     def record(event: Allocated) -> None:
         handled.append(event)
 
-    h.build(uow=None)
+    h.build(logger=logger, uow=None)
     with pytest.raises(ValueError, match="out of stock"):
         h.handle(Allocate("o1"))
 
@@ -220,7 +225,7 @@ def test_emitting_what_is_not_an_event_fails_the_handler_naming_it_without_a_ret
 # -- an event: zero or more handlers, in registration order, each isolated -----------
 
 
-def test_an_event_given_to_handle_goes_to_each_of_its_handlers(h: Harness) -> None:
+def test_an_event_given_to_handle_goes_to_each_of_its_handlers(h: Harness, logger: object) -> None:
     calls: list[tuple[str, Event]] = []
 
     @h.register
@@ -231,26 +236,26 @@ def test_an_event_given_to_handle_goes_to_each_of_its_handlers(h: Harness) -> No
     def notify(event: Allocated) -> None:
         calls.append(("notify", event))
 
-    h.build(uow=None)
+    h.build(logger=logger, uow=None)
     result = h.handle(Allocated("o1"))
 
     assert None is result
     assert [("record", Allocated("o1")), ("notify", Allocated("o1"))] == calls
 
 
-def test_an_event_without_handlers_is_handled_without_error(h: Harness) -> None:
+def test_an_event_without_handlers_is_handled_without_error(h: Harness, logger: object) -> None:
     @h.register(uow=False)
     def allocate(cmd: Allocate, context: Context) -> str:
         context.emit(Allocated(cmd.orderid))
         return "done"
 
-    h.build(uow=None)
+    h.build(logger=logger, uow=None)
 
     assert "done" == h.handle(Allocate("o1"))
     assert None is h.handle(Allocated("o2"))
 
 
-def test_the_followers_of_an_event_given_to_handle_are_handled(h: Harness) -> None:
+def test_the_followers_of_an_event_given_to_handle_are_handled(h: Harness, logger: object) -> None:
     handled: list[int] = []
 
     @h.register
@@ -261,6 +266,7 @@ def test_the_followers_of_an_event_given_to_handle_are_handled(h: Harness) -> No
     def on_followed(event: Followed) -> None:
         handled.append(event.n)
 
+    h.build(logger=logger)
     h.handle(Noted(7))
     h.handle(Followed(8))
 
@@ -332,7 +338,7 @@ def test_events_with_and_without_followers_keep_the_order_they_were_raised_in(
 
 @pytest.mark.parametrize("in_a_unit_of_work", [False, True], ids=["alone", "in a unit of work"])
 def test_an_event_handlers_failure_stops_neither_other_handlers_nor_later_events_nor_the_caller(
-    h: Harness, logs: list[EventDict], in_a_unit_of_work: bool
+    h: Harness, logger: object, logs: list[EventDict], in_a_unit_of_work: bool
 ) -> None:
     handled: list[tuple[str, str]] = []
 
@@ -352,7 +358,7 @@ def test_an_event_handlers_failure_stops_neither_other_handlers_nor_later_events
     def record(event: Happened) -> None:
         handled.append(("record", event.name))
 
-    h.build(uow=h.uow if in_a_unit_of_work else None)
+    h.build(logger=logger, uow=h.uow if in_a_unit_of_work else None)
     result = h.handle(Allocate("o1"))
 
     assert "done" == result
@@ -394,6 +400,7 @@ def test_an_event_handlers_failure_is_logged_with_the_message_the_handler_and_th
 # -- state local to the call: one bus, many callers at once ----------------------------
 
 
+@pytest.mark.one_bus("threads share a sync bus")
 def test_one_bus_serves_many_threads_at_once() -> None:
     registry = Registry()
     both_inside = threading.Barrier(2, timeout=10)
@@ -426,6 +433,7 @@ def test_one_bus_serves_many_threads_at_once() -> None:
     assert {orderid: metadata.message_id for orderid, metadata in given.items()} == caused_by
 
 
+@pytest.mark.one_bus("tasks share an async bus")
 def test_one_async_bus_serves_many_tasks_at_once() -> None:
     registry = Registry()
     inside: list[str] = []

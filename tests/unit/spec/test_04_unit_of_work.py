@@ -4,6 +4,8 @@ Every test of a bus runs against both (the ``h`` fixture); the tests of
 ``AbstractUnitOfWork`` and the fakes on their own, at the end, involve no bus.
 """
 
+import asyncio
+import inspect
 import typing
 
 import attrs
@@ -11,7 +13,6 @@ import pytest
 from structlog.typing import EventDict
 
 from messagebus import AbstractAsyncUnitOfWork, AbstractUnitOfWork, Command, Context, Event
-from messagebus.testing import FakeAsyncUnitOfWork, FakeUnitOfWork, InMemoryRepository
 
 from ._buses import Harness
 
@@ -147,7 +148,7 @@ def recording_handlers(h: Harness, handled: list[Event]) -> None:
 # -- one unit of work per attempt -------------------------------------------------
 
 
-def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(h: Harness) -> None:
+def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(h: Harness, logger: object) -> None:
     journal = Journal(h.kind)
     received: list[object] = []
 
@@ -158,7 +159,7 @@ def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(h: Harness) -> None:
             raise TimeoutError("database busy")
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     h.handle(Allocate("lamp"))
 
     assert 3 == len(journal.made)
@@ -186,27 +187,31 @@ def test_each_event_handler_runs_in_its_own_unit_of_work(h: Harness) -> None:
     assert [(2, "commit"), (2, "collect"), (2, "close")] == journal.entries[3:]
 
 
-def test_unit_of_work_is_committed_and_closed_when_the_handler_succeeds(h: Harness) -> None:
+def test_unit_of_work_is_committed_and_closed_when_the_handler_succeeds(
+    h: Harness, logger: object
+) -> None:
     journal = Journal(h.kind)
 
     @h.register
     def allocate(cmd: Allocate, uow: Journaling) -> str:
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     h.handle(Allocate("lamp"))
 
     assert [(1, "commit"), (1, "collect"), (1, "close")] == journal.entries
 
 
-def test_unit_of_work_is_rolled_back_and_closed_when_the_handler_fails(h: Harness) -> None:
+def test_unit_of_work_is_rolled_back_and_closed_when_the_handler_fails(
+    h: Harness, logger: object
+) -> None:
     journal = Journal(h.kind)
 
     @h.register
     def allocate(cmd: Allocate, uow: Journaling) -> str:
         raise ValueError("out of stock")
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     with pytest.raises(ValueError, match="out of stock"):
         h.handle(Allocate("lamp"))
 
@@ -250,6 +255,7 @@ def test_handler_registered_without_unit_of_work_runs_without_calling_the_factor
 
 def test_events_of_the_aggregates_seen_are_collected_after_commit_and_dispatched(
     h: Harness,
+    logger: object,
 ) -> None:
     journal = Journal(h.kind)
     handled: list[Event] = []
@@ -266,7 +272,7 @@ def test_events_of_the_aggregates_seen_are_collected_after_commit_and_dispatched
         handled.append(event)
         entries_when_handled.append(list(journal.entries))
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp")] == handled
@@ -289,7 +295,9 @@ def test_aggregate_events_come_before_events_emitted_on_the_context(h: Harness) 
     assert [Allocated("lamp"), Noted("lamp")] == handled
 
 
-def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(h: Harness) -> None:
+def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(
+    h: Harness, logger: object
+) -> None:
     journal = Journal(h.kind, commit_errors=[ValueError("constraint violated")])
     handled: list[Event] = []
     recording_handlers(h, handled)
@@ -300,7 +308,7 @@ def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(h: Harness
         context.emit(Noted(cmd.sku))
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     with pytest.raises(ValueError, match="constraint violated"):
         h.handle(Allocate("lamp"))
 
@@ -310,6 +318,7 @@ def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(h: Harness
 
 def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_dispatched(
     h: Harness,
+    logger: object,
 ) -> None:
     journal = Journal(h.kind, commit_errors=[TimeoutError("commit timed out")])
     product = Product("lamp")  # the same object in every attempt: the worst case
@@ -321,7 +330,7 @@ def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_disp
         uow.track(product).events.append(Allocated(cmd.sku, attempt=uow.number))
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     result = h.handle(Allocate("lamp"))
 
     assert "done" == result
@@ -338,6 +347,7 @@ def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_disp
 
 def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succeeds(
     h: Harness,
+    logger: object,
 ) -> None:
     product = Product("lamp")  # the same object in every attempt: the worst case
     handled: list[Event] = []
@@ -350,7 +360,7 @@ def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succe
             raise ConnectionError("connection reset")
         return "done"
 
-    h.build(uow=Journal(h.kind))
+    h.build(logger=logger, uow=Journal(h.kind))
     h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp", attempt=2)] == handled
@@ -358,6 +368,7 @@ def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succe
 
 def test_no_event_nor_change_of_a_rolled_back_attempt_is_kept_with_the_fake_unit_of_work(
     h: Harness,
+    logger: object,
 ) -> None:
     h.products.add(Counted("lamp"))
     handled: list[int] = []
@@ -375,6 +386,7 @@ def test_no_event_nor_change_of_a_rolled_back_attempt_is_kept_with_the_fake_unit
     def on_allocated(event: Allocated) -> None:
         handled.append(event.attempt)
 
+    h.build(logger=logger)
     h.handle(Allocate("lamp"))
 
     assert [1] == handled
@@ -383,6 +395,7 @@ def test_no_event_nor_change_of_a_rolled_back_attempt_is_kept_with_the_fake_unit
 
 def test_each_attempt_gets_a_fresh_fake_unit_of_work_committed_or_rolled_back(
     h: Harness,
+    logger: object,
 ) -> None:
     attempts: list[int] = []
 
@@ -393,6 +406,7 @@ def test_each_attempt_gets_a_fresh_fake_unit_of_work_committed_or_rolled_back(
             raise TimeoutError("busy")
         return "ok"
 
+    h.build(logger=logger)
     assert "ok" == h.handle(Allocate("lamp"))
     assert [(0, 1, True), (0, 1, True), (1, 0, True)] == [
         (u.committed, u.rolled_back, u.closed) for u in h.uows
@@ -400,7 +414,9 @@ def test_each_attempt_gets_a_fresh_fake_unit_of_work_committed_or_rolled_back(
     assert 2 == len(h.waits)
 
 
-def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(h: Harness) -> None:
+def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(
+    h: Harness, logger: object
+) -> None:
     attempts: list[int] = []
     handled: list[Event] = []
     recording_handlers(h, handled)
@@ -413,7 +429,7 @@ def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(h: Harn
             raise TimeoutError("lock wait timeout")
         return "done"
 
-    h.build(uow=Journal(h.kind))
+    h.build(logger=logger, uow=Journal(h.kind))
     h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp", attempt=2)] == handled
@@ -459,11 +475,16 @@ def test_failing_close_does_not_undo_a_committed_success(h: Harness, logs: list[
     assert ("done", [Allocated("lamp")]) == (result, handled)
 
 
-# -- AbstractUnitOfWork ------------------------------------------------------------
+# -- AbstractUnitOfWork and AbstractAsyncUnitOfWork, of the bus's kind ------------------
 
 
-def test_tracked_aggregates_are_seen_once_each_in_order() -> None:
-    uow = Journal()()
+def done(result: typing.Any) -> typing.Any:
+    """What a call of a unit of work of either kind gives, run to its end."""
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
+
+
+def test_tracked_aggregates_are_seen_once_each_in_order(h: Harness) -> None:
+    uow = Journal(h.kind)()
     lamp, chair = Product("lamp"), Product("chair")
 
     assert lamp is uow.track(lamp)
@@ -473,8 +494,8 @@ def test_tracked_aggregates_are_seen_once_each_in_order() -> None:
     assert (lamp, chair) == uow.seen
 
 
-def test_collecting_new_events_takes_them_from_the_aggregates_in_order() -> None:
-    uow = Journal()()
+def test_collecting_new_events_takes_them_from_the_aggregates_in_order(h: Harness) -> None:
+    uow = Journal(h.kind)()
     lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
     chair = uow.track(Product("chair", events=[Noted("chair")]))
 
@@ -483,37 +504,45 @@ def test_collecting_new_events_takes_them_from_the_aggregates_in_order() -> None
     assert [] == uow.collect_new_events()
 
 
-def test_rollback_drops_the_events_of_the_aggregates_seen() -> None:
-    uow = Journal()()
+def test_rollback_drops_the_events_of_the_aggregates_seen(h: Harness) -> None:
+    uow = Journal(h.kind)()
     lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
 
-    uow.rollback()
+    done(uow.rollback())
 
     assert [] == lamp.events
 
 
-def test_rollback_drops_the_events_even_when_the_rollback_fails() -> None:
-    uow = Journal(rollback_error=RuntimeError("gone"))()
+def test_rollback_drops_the_events_even_when_the_rollback_fails(h: Harness) -> None:
+    uow = Journal(h.kind, rollback_error=RuntimeError("gone"))()
     lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
 
     with pytest.raises(RuntimeError, match="gone"):
-        uow.rollback()
+        done(uow.rollback())
 
     assert [] == lamp.events
 
 
-def test_leaving_a_with_block_by_an_exception_rolls_back() -> None:
-    uow = Journal()()
+def test_leaving_a_with_block_by_an_exception_rolls_back(h: Harness) -> None:
+    uow = Journal(h.kind)()
 
-    with pytest.raises(ValueError, match="boom"), uow:
-        raise ValueError("boom")
+    def leave_sync_with() -> None:
+        with uow:
+            raise ValueError("boom")
+
+    async def leave_async_with() -> None:
+        async with uow:
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        done(leave_async_with() if h.is_async else leave_sync_with())
 
     assert [(1, "rollback")] == uow.journal.entries
 
 
-@pytest.mark.parametrize("fake", [FakeUnitOfWork, FakeAsyncUnitOfWork])
-def test_a_repository_the_unit_of_work_lacks_is_named_with_those_it_has(fake: typing.Any) -> None:
-    uow = fake(products=InMemoryRepository(key=lambda p: p.sku))
+def test_a_repository_the_unit_of_work_lacks_is_named_with_those_it_has(h: Harness) -> None:
+    uow = h.uow()
+    fake = type(uow)
 
     with pytest.raises(
         AttributeError, match=rf"^{fake.__name__} has no repository 'orders'; it has: products$"

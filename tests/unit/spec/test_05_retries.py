@@ -187,9 +187,11 @@ def test_default_policy_gives_a_domain_error_exactly_one_attempt(
     assert ([1], []) == (attempts, h.waits)
 
 
-def test_transient_failure_that_clears_up_is_retried_until_it_succeeds(h: Harness) -> None:
+def test_transient_failure_that_clears_up_is_retried_until_it_succeeds(
+    h: Harness, logger: object
+) -> None:
     attempts = failing_handler(h, TRANSIENT["TimeoutError"], failures=2)
-    h.build(uow=None)
+    h.build(logger=logger, uow=None)
 
     result = h.handle(Allocate("lamp"))
 
@@ -227,14 +229,14 @@ def test_event_handler_is_retried_like_a_command_handler(h: Harness, logs: list[
 # -- policies ---------------------------------------------------------------------
 
 
-def test_handlers_own_policy_overrides_the_bus_default(h: Harness) -> None:
+def test_handlers_own_policy_overrides_the_bus_default(h: Harness, logger: object) -> None:
     attempts = failing_handler(
         h,
         TRANSIENT["TimeoutError"],
         failures=4,
         retry=RetryPolicy(stop=tenacity.stop_after_attempt(5)),
     )
-    h.build(uow=None, retry=RetryPolicy.no_retries())
+    h.build(logger=logger, uow=None, retry=RetryPolicy.no_retries())
 
     result = h.handle(Allocate("lamp"))
 
@@ -283,14 +285,14 @@ def test_any_tenacity_retry_strategy_decides_what_is_retried(
     assert ([1, 2, 3], [1]) == (key_attempts, timeout_attempts)
 
 
-def test_any_tenacity_wait_strategy_gives_the_waits(h: Harness) -> None:
+def test_any_tenacity_wait_strategy_gives_the_waits(h: Harness, logger: object) -> None:
     failing_handler(
         h,
         TRANSIENT["TimeoutError"],
         failures=2,
         retry=RetryPolicy(wait=tenacity.wait_fixed(0.25)),
     )
-    h.build(uow=None)
+    h.build(logger=logger, uow=None)
 
     h.handle(Allocate("lamp"))
 
@@ -441,6 +443,7 @@ def test_with_successes_not_logged_commands_and_events_raising_events_are_retrie
 @pytest.mark.usefixtures("no_real_sleep")
 def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep(
     h: Harness,
+    logger: object,
 ) -> None:
     failing_handler(
         h,
@@ -449,7 +452,7 @@ def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep(
         retry=RetryPolicy(wait=tenacity.wait_fixed(2)),
     )
     slept: list[float] = []
-    h.build(uow=None, sleep=slept.append)
+    h.build(logger=logger, uow=None, sleep=slept.append)
 
     result = h.handle(Allocate("lamp"))
 
@@ -534,6 +537,7 @@ def test_success_path_creates_no_tenacity_objects(
 # -- is_transient and retry_if_transient --------------------------------------------
 
 
+@pytest.mark.one_bus("is_transient on its own")
 @pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 def test_is_transient_accepts_failures_worth_retrying(
     error: typing.Callable[[], BaseException],
@@ -541,11 +545,13 @@ def test_is_transient_accepts_failures_worth_retrying(
     assert True is is_transient(error())
 
 
+@pytest.mark.one_bus("is_transient on its own")
 @pytest.mark.parametrize("error", NOT_TRANSIENT.values(), ids=NOT_TRANSIENT.keys())
 def test_is_transient_refuses_domain_errors(error: typing.Callable[[], BaseException]) -> None:
     assert False is is_transient(error())
 
 
+@pytest.mark.one_bus("is_transient on its own")
 def test_is_transient_terminates_on_a_cycle_of_causes() -> None:
     first, second = ValueError("first"), ValueError("second")
     first.__cause__, second.__cause__ = second, first
@@ -553,6 +559,7 @@ def test_is_transient_terminates_on_a_cycle_of_causes() -> None:
     assert False is is_transient(first)
 
 
+@pytest.mark.one_bus("is_transient on its own")
 def test_is_transient_terminates_on_a_cycle_of_wrapped_errors() -> None:
     first = DBAPIError(ValueError("placeholder"))
     second = DBAPIError(first)
@@ -561,6 +568,7 @@ def test_is_transient_terminates_on_a_cycle_of_wrapped_errors() -> None:
     assert False is is_transient(first)
 
 
+@pytest.mark.one_bus("is_transient on its own")
 def test_is_transient_finds_a_transient_error_behind_a_cycle() -> None:
     first, second = ValueError("first"), ValueError("second")
     first.__cause__, second.__cause__ = second, first
@@ -583,6 +591,7 @@ def test_retry_if_transient_retries_further_types_it_is_given(h: Harness) -> Non
     assert [1, 2, 3] == attempts
 
 
+@pytest.mark.one_bus("retry_if_transient on its own, in tenacity")
 def test_retry_if_transient_works_as_a_plain_tenacity_strategy() -> None:
     attempts: list[int] = []
 

@@ -39,14 +39,16 @@ class Noted(Event):
     n: int
 
 
-def test_an_event_handling_given_up_on_is_stored_as_a_dead_letter(h: Harness) -> None:
+def test_an_event_handling_given_up_on_is_stored_as_a_dead_letter(
+    h: Harness, logger: object
+) -> None:
     store = InMemoryDeadLetters()
 
     @h.register(uow=False)
     def on_allocated(event: Allocated) -> None:
         raise ValueError("no such warehouse")
 
-    h.build(dead_letters=store)
+    h.build(logger=logger, dead_letters=store)
     given = Metadata.new()
     h.handle(Allocated("lamp", 3), metadata=given)
 
@@ -62,25 +64,27 @@ def test_an_event_handling_given_up_on_is_stored_as_a_dead_letter(h: Harness) ->
     assert (Allocated("lamp", 3), given) == h.bus.serializer.load_with_metadata(letter.wire())
 
 
-def test_a_failed_command_is_a_dead_letter_only_when_asked(h: Harness) -> None:
+def test_a_failed_command_is_a_dead_letter_only_when_asked(h: Harness, logger: object) -> None:
     store = InMemoryDeadLetters()
 
     @h.register(uow=False)
     def allocate(cmd: Allocate) -> str:
         raise KeyError(cmd.sku)
 
-    h.build(dead_letters=store)
+    h.build(logger=logger, dead_letters=store)
     with pytest.raises(KeyError):
         h.handle(Allocate("lamp"))
     assert [] == store.letters
 
-    h.build(dead_letters=store, dead_letter_commands=True)
+    h.build(logger=logger, dead_letters=store, dead_letter_commands=True)
     with pytest.raises(KeyError):
         h.handle(Allocate("lamp"))
     assert ["Allocate"] == [letter.message_name for letter in store.letters]
 
 
-def test_redelivery_runs_only_the_named_handler_and_stores_no_new_letter(h: Harness) -> None:
+def test_redelivery_runs_only_the_named_handler_and_stores_no_new_letter(
+    h: Harness, logger: object
+) -> None:
     store = InMemoryDeadLetters()
     handled: list[str] = []
     fixed = [False]
@@ -95,7 +99,7 @@ def test_redelivery_runs_only_the_named_handler_and_stores_no_new_letter(h: Harn
             raise ValueError("bug")
         handled.append("second")
 
-    h.build(dead_letters=store)
+    h.build(logger=logger, dead_letters=store)
     h.handle(Allocated("lamp"))
     [letter] = store.letters
     message, metadata = h.bus.serializer.load_with_metadata(letter.wire())

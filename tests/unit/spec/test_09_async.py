@@ -27,6 +27,8 @@ from messagebus import (
 )
 from messagebus.testing import FakeAsyncUnitOfWork, InMemoryRepository
 
+pytestmark = pytest.mark.one_bus("what only the async bus promises")
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
