@@ -61,7 +61,7 @@ docs: install
 test: install
 	$(MAKE) lint typecheck pytest docs
 
-# The unit and stress tests on the oldest and the newest supported Pythons found
+# The unit, typing and stress tests on the oldest and the newest supported Pythons found
 # on this machine (pyenv's 3.10 and 3.13 here; 3.11 is the default), each in a
 # virtual environment of its own. `make test-versions OTHER_PYTHONS=...` for others.
 OTHER_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python $(HOME)/.pyenv/versions/3.13*/bin/python)
@@ -77,7 +77,7 @@ test-versions:
 			touch $$venv/.installed; \
 		fi; \
 		echo "== Python $$version"; \
-		$$venv/bin/pytest -q -p no:cacheprovider tests/unit tests/stress; \
+		$$venv/bin/pytest -q -p no:cacheprovider tests/unit tests/typing tests/stress; \
 	done
 
 # Benchmarks, not tests: nothing here asserts a time. The full run takes

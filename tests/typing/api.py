@@ -1,6 +1,6 @@
 """How an application uses messagebus, checked by ``mypy --strict``.
 
-``tests/unit/test_typing.py`` type-checks this file and runs it. Every
+``tests/typing/test_typing.py`` type-checks this file and runs it. Every
 ``assert_type`` states what mypy infers: above all, that ``bus.handle()``
 returns the result type that the command declares.
 """

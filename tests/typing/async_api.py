@@ -1,6 +1,6 @@
 """How an application uses the async bus, checked by ``mypy --strict``.
 
-``tests/unit/test_typing.py`` type-checks this file and runs it. Every
+``tests/typing/test_typing.py`` type-checks this file and runs it. Every
 ``assert_type`` states what mypy infers: above all, that ``await
 bus.handle()`` is the result type that the command declares, as with the
 sync bus (``api.py``).

@@ -1,7 +1,7 @@
 """Async handlers registered for a command: mypy must reject the one whose result
 is not what its command declares, and accept the one whose result is.
 
-``tests/unit/test_typing.py`` expects exactly the errors marked ``# E: <code>``
+``tests/typing/test_typing.py`` expects exactly the errors marked ``# E: <code>``
 on the lines where they are marked, and no others.
 """
 

@@ -1,6 +1,6 @@
 """A handler that returns what its command does not declare: mypy must reject it.
 
-``tests/unit/test_typing.py`` expects exactly the errors marked ``# E: <code>``
+``tests/typing/test_typing.py`` expects exactly the errors marked ``# E: <code>``
 on the lines where they are marked, and no others.
 """
 

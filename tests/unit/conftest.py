@@ -1,12 +1,10 @@
-"""Fixtures shared by the unit tests of wiring, dispatch, units of work, retries and fakes."""
+"""Fixtures shared by the unit tests: the logs of a test, and the waits between retries."""
 
 from collections.abc import Iterator
 
 import pytest
 import structlog
 from structlog.typing import EventDict
-
-from ._buses import KINDS, Harness
 
 
 @pytest.fixture
@@ -23,9 +21,3 @@ def logs() -> Iterator[list[EventDict]]:
 def waits() -> list[float]:
     """The waits between retries, recorded instead of slept: ``sleep=waits.append``."""
     return []
-
-
-@pytest.fixture(params=KINDS)
-def h(request: pytest.FixtureRequest) -> Harness:
-    """A harness of each kind of bus: the test runs against both."""
-    return Harness(request.param)

@@ -1,5 +1,9 @@
 """Bad input is refused with an error of its own type that names the culprit,
 and a refusal loses nothing: the registry is as it was before.
+
+Bad input to a bus (what is not a message, a command without a handler, a
+parameter that nothing provides) is in the specification, on both buses:
+``tests/unit/spec/test_03_dispatch.py`` and ``tests/unit/spec/test_02_wiring.py``.
 """
 
 from __future__ import annotations
@@ -12,18 +16,13 @@ import structlog
 
 from messagebus import (
     Command,
-    ConfigurationError,
-    Context,
     DuplicateHandlerError,
     Event,
     InvalidMessageDataError,
     MessageBus,
     MissingAnnotationError,
-    NoHandlerError,
-    NotAMessageError,
     Registry,
     UnknownMessageError,
-    UnresolvedDependencyError,
 )
 
 
@@ -57,10 +56,6 @@ class PlainOrder:
     orderid: str
 
 
-class Mailer:
-    pass
-
-
 def allocate(command: Allocate) -> str:
     return "b1"
 
@@ -91,58 +86,6 @@ def bus() -> MessageBus:
 
 def snapshot(registry: Registry) -> tuple[dict[Any, Any], dict[Any, Any]]:
     return dict(registry.commands), dict(registry.events)
-
-
-# -- dispatch -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "culprit"),
-    [
-        pytest.param({"orderid": "o1"}, "dict", id="a dict"),
-        pytest.param(PlainOrder("o1"), "PlainOrder", id="a plain attrs instance"),
-        pytest.param(Allocate, "Allocate", id="the class instead of an instance"),
-        pytest.param(None, "NoneType", id="None"),
-    ],
-)
-def test_dispatching_what_is_not_a_message_is_refused_naming_it(
-    bus: MessageBus, value: Any, culprit: str
-) -> None:
-    with pytest.raises(NotAMessageError) as caught:
-        bus.handle(value)
-
-    assert culprit in str(caught.value)
-    assert value is caught.value.value
-    assert isinstance(caught.value, TypeError)
-
-
-def test_dispatching_a_command_without_a_handler_is_refused_naming_it(bus: MessageBus) -> None:
-    command = Deallocate("o1")
-
-    with pytest.raises(NoHandlerError) as caught:
-        bus.handle(command)
-
-    assert "Deallocate" in str(caught.value)
-    assert command is caught.value.message
-
-
-def test_emitting_what_is_not_an_event_fails_the_handler_naming_it() -> None:
-    registry = Registry()
-    calls: list[str] = []
-
-    @registry.register
-    def deallocate_and_emit(command: Deallocate, context: Context) -> None:
-        calls.append(command.orderid)
-        context.emit("Deallocated")  # type: ignore[arg-type]
-
-    bus = MessageBus(registry, logger=quiet_logger(), sleep=lambda s: None)
-
-    with pytest.raises(NotAMessageError) as caught:
-        bus.handle(Deallocate("o1"))
-
-    assert "Context.emit()" in str(caught.value)
-    assert "'Deallocated'" in str(caught.value)
-    assert calls == ["o1"]  # not transient: not retried
 
 
 # -- registration ----------------------------------------------------------------
@@ -281,44 +224,6 @@ def test_a_refused_registration_leaves_a_working_registry() -> None:
     MessageBus(registry, logger=quiet_logger()).handle(Deallocate("o1"))
 
     assert handled == ["o1"]
-
-
-# -- start-up --------------------------------------------------------------------
-
-
-def send_mail(event: Allocated, mailer: Mailer) -> None:
-    pass
-
-
-def send_sms(event: Allocated, sms_gateway) -> None:  # type: ignore[no-untyped-def]
-    pass
-
-
-def allocate_in_uow(command: Allocate, uow: Any) -> str:
-    return "b1"
-
-
-@pytest.mark.parametrize(
-    ("handler", "parameter"),
-    [
-        pytest.param(send_mail, "mailer", id="annotated"),
-        pytest.param(send_sms, "sms_gateway", id="not annotated"),
-        pytest.param(allocate_in_uow, "uow", id="a unit of work, but the bus has none"),
-    ],
-)
-def test_a_parameter_that_nothing_provides_fails_at_start_up_naming_handler_and_parameter(
-    handler: Any, parameter: str
-) -> None:
-    registry = Registry()
-    registry.register(handler)  # registration cannot know the dependencies: accepted
-
-    with pytest.raises(UnresolvedDependencyError) as caught:
-        MessageBus(registry, dependencies={"clock": object()}, logger=quiet_logger())
-
-    assert handler.__qualname__ in str(caught.value)
-    assert f"'{parameter}'" in str(caught.value)
-    assert (handler, parameter) == (caught.value.handler, caught.value.parameter)
-    assert isinstance(caught.value, ConfigurationError)
 
 
 # -- deserialising ---------------------------------------------------------------

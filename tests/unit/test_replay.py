@@ -665,21 +665,6 @@ def test_replay_async_takes_only_an_async_bus() -> None:
 # -- a large log --------------------------------------------------------------------
 
 
-def test_ten_thousand_lines_with_one_percent_garbage() -> None:
-    log = [record("Open", {"account": str(n)}) for n in range(10_000)]
-    garbage = set(range(50, 10_000, 100))  # 100 lines, 1%
-    for index in garbage:
-        log[index] = "\x00garbage " + log[index][: index % 40]
-
-    again = Bank()
-    report = replay(log, bus_for(again))
-
-    assert sorted(n + 1 for n in garbage) == [p.line for p in report.problems]
-    assert 9_900 == report.replayed == len(again.balances)
-    assert 10_000 == report.read
-    assert report.stopped_at is None
-
-
 # -- odd records --------------------------------------------------------------------
 
 

@@ -264,6 +264,7 @@ def test_a_timing_middleware_as_the_docs_show_it(h: Harness) -> None:
     assert durations["allocate"] >= 0
 
 
+@pytest.mark.one_bus("a check of each bus's constructor")
 def test_the_sync_bus_refuses_async_middleware_and_the_async_bus_plain_middleware() -> None:
     registry = Registry()
 
@@ -281,6 +282,7 @@ def test_the_sync_bus_refuses_async_middleware_and_the_async_bus_plain_middlewar
         MessageBus(registry, middleware=["not a function"])  # type: ignore[list-item]
 
 
+@pytest.mark.one_bus("the repr of what middleware is given, the same on both")
 def test_a_handler_call_shows_what_is_handled() -> None:
     registry = Registry()
     seen: list[str] = []

@@ -1,16 +1,14 @@
-"""Retries (DESIGN.md §5): tenacity policies, what is transient, and waits that tests inject.
+"""DESIGN.md §5, Retries: tenacity policies, what is transient, and waits that tests inject.
 
 Every test of a bus runs against both (the ``h`` fixture); the tests of
 ``is_transient`` and ``retry_if_transient`` on their own involve no bus.
 """
 
-import logging
 import time
 import typing
 
 import attrs
 import pytest
-import structlog
 import tenacity
 from structlog.typing import EventDict
 
@@ -24,9 +22,11 @@ from messagebus import (
     is_transient,
     retry_if_transient,
 )
+from messagebus.observe import InMemoryDeadLetters
 from messagebus.testing import FakeClock
 
 from ._buses import Harness
+from ._loggers import filtered_at_warning, quiet_logger
 
 
 @attrs.frozen
@@ -37,6 +37,11 @@ class Allocate(Command[str]):
 @attrs.frozen
 class Allocated(Event):
     sku: str
+
+
+@attrs.frozen
+class Followed(Event):
+    n: int
 
 
 class OperationalError(Exception):
@@ -183,9 +188,11 @@ def test_default_policy_gives_a_domain_error_exactly_one_attempt(
     assert ([1], []) == (attempts, h.waits)
 
 
-def test_transient_failure_that_clears_up_is_retried_until_it_succeeds(h: Harness) -> None:
+def test_transient_failure_that_clears_up_is_retried_until_it_succeeds(
+    h: Harness, logger: object
+) -> None:
     attempts = failing_handler(h, TRANSIENT["TimeoutError"], failures=2)
-    h.build(uow=None)
+    h.build(logger=logger, uow=None)
 
     result = h.handle(Allocate("lamp"))
 
@@ -223,14 +230,14 @@ def test_event_handler_is_retried_like_a_command_handler(h: Harness, logs: list[
 # -- policies ---------------------------------------------------------------------
 
 
-def test_handlers_own_policy_overrides_the_bus_default(h: Harness) -> None:
+def test_handlers_own_policy_overrides_the_bus_default(h: Harness, logger: object) -> None:
     attempts = failing_handler(
         h,
         TRANSIENT["TimeoutError"],
         failures=4,
         retry=RetryPolicy(stop=tenacity.stop_after_attempt(5)),
     )
-    h.build(uow=None, retry=RetryPolicy.no_retries())
+    h.build(logger=logger, uow=None, retry=RetryPolicy.no_retries())
 
     result = h.handle(Allocate("lamp"))
 
@@ -279,14 +286,14 @@ def test_any_tenacity_retry_strategy_decides_what_is_retried(
     assert ([1, 2, 3], [1]) == (key_attempts, timeout_attempts)
 
 
-def test_any_tenacity_wait_strategy_gives_the_waits(h: Harness) -> None:
+def test_any_tenacity_wait_strategy_gives_the_waits(h: Harness, logger: object) -> None:
     failing_handler(
         h,
         TRANSIENT["TimeoutError"],
         failures=2,
         retry=RetryPolicy(wait=tenacity.wait_fixed(0.25)),
     )
-    h.build(uow=None)
+    h.build(logger=logger, uow=None)
 
     h.handle(Allocate("lamp"))
 
@@ -319,12 +326,6 @@ def test_any_tenacity_stop_strategy_decides_when_to_give_up(
     assert ([1, 2, 3, 4, 5], [0.3] * 4) == (attempts, h.waits)
 
 
-def filtered_at_warning() -> typing.Any:
-    return structlog.wrap_logger(
-        None, wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
-    )
-
-
 @pytest.mark.parametrize(
     "logger",
     [pytest.param(None, id="successes-logged"), pytest.param(filtered_at_warning(), id="quiet")],
@@ -351,12 +352,97 @@ def test_stop_after_delay_counts_the_time_of_the_first_attempt(
     assert [1] == attempts  # what tenacity.Retrying itself does with the same policy
 
 
+def test_a_policy_that_sets_only_when_to_stop_still_retries_only_transient_failures(
+    h: Harness,
+) -> None:
+    calls: list[str] = []
+
+    @h.register(retry=RetryPolicy(stop=tenacity.stop_after_attempt(4)))
+    def allocate(cmd: Allocate, uow: typing.Any) -> str:
+        calls.append(cmd.sku)
+        raise (KeyError if cmd.sku == "domain" else ConnectionError)(cmd.sku)
+
+    with pytest.raises(KeyError):
+        h.handle(Allocate("domain"))
+    with pytest.raises(ConnectionError):
+        h.handle(Allocate("transient"))
+
+    assert ["domain"] + ["transient"] * 4 == calls
+
+
+def test_with_successes_not_logged_a_command_is_retried_and_a_failed_event_dead_lettered(
+    h: Harness,
+) -> None:
+    # Handlers that ask for nothing but their message, and no unit of work.
+    store = InMemoryDeadLetters()
+    calls: list[str] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate) -> str:
+        calls.append("allocate")
+        if calls.count("allocate") == 1:
+            raise TimeoutError("busy")
+        return "ok"
+
+    @h.register(uow=False)
+    def broken(event: Allocated) -> None:
+        calls.append("broken")
+        raise ValueError("bug")
+
+    @h.register(uow=False)
+    def flaky(event: Allocated) -> None:
+        calls.append("flaky")
+        if calls.count("flaky") == 1:
+            raise ConnectionError("reset")
+
+    h.build(dead_letters=store, logger=quiet_logger(), uow=None)
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    h.handle(Allocated("lamp"))
+
+    assert ["allocate", "allocate", "broken", "flaky", "flaky"] == calls
+    assert [("Allocated", 1)] == [(d.message_name, d.attempts) for d in store.letters]
+    assert 2 == len(h.waits)
+
+
+def test_with_successes_not_logged_commands_and_events_raising_events_are_retried(
+    h: Harness,
+) -> None:
+    calls: list[str] = []
+
+    @h.register(uow=False)
+    def allocate(cmd: Allocate, context: Context) -> str:
+        calls.append("allocate")
+        if calls.count("allocate") == 1:
+            raise TimeoutError("busy")
+        context.emit(Allocated(cmd.sku))
+        return "ok"
+
+    @h.register(uow=False)
+    def on_allocated(event: Allocated, context: Context) -> None:
+        calls.append("on_allocated")
+        if calls.count("on_allocated") == 1:
+            raise ConnectionError("reset")
+        context.emit(Followed(1))
+
+    @h.register(uow=False)
+    def on_followed(event: Followed, context: Context) -> None:
+        calls.append("on_followed")
+
+    h.build(logger=quiet_logger(), uow=None)
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert ["allocate", "allocate", "on_allocated", "on_allocated", "on_followed"] == calls
+    assert 2 == len(h.waits)
+
+
 # -- waiting without sleeping --------------------------------------------------------
 
 
 @pytest.mark.usefixtures("no_real_sleep")
 def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep(
     h: Harness,
+    logger: object,
 ) -> None:
     failing_handler(
         h,
@@ -365,7 +451,7 @@ def test_retries_wait_through_the_injected_sleep_and_never_through_time_sleep(
         retry=RetryPolicy(wait=tenacity.wait_fixed(2)),
     )
     slept: list[float] = []
-    h.build(uow=None, sleep=slept.append)
+    h.build(logger=logger, uow=None, sleep=slept.append)
 
     result = h.handle(Allocate("lamp"))
 
@@ -450,6 +536,7 @@ def test_success_path_creates_no_tenacity_objects(
 # -- is_transient and retry_if_transient --------------------------------------------
 
 
+@pytest.mark.one_bus("is_transient on its own")
 @pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 def test_is_transient_accepts_failures_worth_retrying(
     error: typing.Callable[[], BaseException],
@@ -457,11 +544,13 @@ def test_is_transient_accepts_failures_worth_retrying(
     assert True is is_transient(error())
 
 
+@pytest.mark.one_bus("is_transient on its own")
 @pytest.mark.parametrize("error", NOT_TRANSIENT.values(), ids=NOT_TRANSIENT.keys())
 def test_is_transient_refuses_domain_errors(error: typing.Callable[[], BaseException]) -> None:
     assert False is is_transient(error())
 
 
+@pytest.mark.one_bus("is_transient on its own")
 def test_is_transient_terminates_on_a_cycle_of_causes() -> None:
     first, second = ValueError("first"), ValueError("second")
     first.__cause__, second.__cause__ = second, first
@@ -469,6 +558,7 @@ def test_is_transient_terminates_on_a_cycle_of_causes() -> None:
     assert False is is_transient(first)
 
 
+@pytest.mark.one_bus("is_transient on its own")
 def test_is_transient_terminates_on_a_cycle_of_wrapped_errors() -> None:
     first = DBAPIError(ValueError("placeholder"))
     second = DBAPIError(first)
@@ -477,6 +567,7 @@ def test_is_transient_terminates_on_a_cycle_of_wrapped_errors() -> None:
     assert False is is_transient(first)
 
 
+@pytest.mark.one_bus("is_transient on its own")
 def test_is_transient_finds_a_transient_error_behind_a_cycle() -> None:
     first, second = ValueError("first"), ValueError("second")
     first.__cause__, second.__cause__ = second, first
@@ -499,6 +590,7 @@ def test_retry_if_transient_retries_further_types_it_is_given(h: Harness) -> Non
     assert [1, 2, 3] == attempts
 
 
+@pytest.mark.one_bus("retry_if_transient on its own, in tenacity")
 def test_retry_if_transient_works_as_a_plain_tenacity_strategy() -> None:
     attempts: list[int] = []
 

@@ -72,6 +72,7 @@ def run_app(body: str, folder: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.one_bus("a fresh interpreter, as an application runs")
 def test_an_application_that_configures_no_logging_sees_nothing_for_successes(
     tmp_path: Path,
 ) -> None:
@@ -87,6 +88,7 @@ def test_an_application_that_configures_no_logging_sees_nothing_for_successes(
     assert (0, "", "") == (done.returncode, done.stdout, done.stderr)
 
 
+@pytest.mark.one_bus("a fresh interpreter, as an application runs")
 def test_a_failure_is_one_concise_record_on_stderr_with_the_applications_frames_only(
     tmp_path: Path,
 ) -> None:
@@ -108,6 +110,7 @@ def test_a_failure_is_one_concise_record_on_stderr_with_the_applications_frames_
     assert any('raise ValueError("the mail server refused "' in line for line in traceback)
 
 
+@pytest.mark.one_bus("a fresh interpreter, as an application runs")
 def test_with_the_standard_librarys_logging_at_info_successes_are_one_line_each(
     tmp_path: Path,
 ) -> None:
@@ -158,6 +161,7 @@ class Allocated(Event):
     sku: str
 
 
+@pytest.mark.one_bus("counts the calls of one logger; the gate is shared code")
 @pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
 def test_the_level_is_asked_once_per_handle_whatever_the_events_that_follow(level: int) -> None:
     registry = Registry()
@@ -185,6 +189,7 @@ def test_the_level_is_asked_once_per_handle_whatever_the_events_that_follow(leve
     assert (35 if level == logging.INFO else 0) == len(logger.lines)
 
 
+@pytest.mark.one_bus("what only the sync bus refuses")
 def test_a_handler_that_is_a_coroutine_function_is_refused_by_the_sync_bus() -> None:
     registry = Registry()
 
@@ -263,6 +268,7 @@ def test_an_event_handlers_expected_outcome_is_isolated_and_never_a_dead_letter(
     assert ["message_rejected", "message_handled"] == [line["event"] for line in logs]
 
 
+@pytest.mark.one_bus("a check of the constructor")
 def test_expected_takes_exception_classes_only() -> None:
     with pytest.raises(ConfigurationError, match="expected= takes exception classes, not 'x'"):
         MessageBus(Registry(), expected=["x"])  # type: ignore[list-item]
@@ -271,6 +277,7 @@ def test_expected_takes_exception_classes_only() -> None:
 # -- asking a built bus what it handles ------------------------------------------------
 
 
+@pytest.mark.one_bus("what a built bus says of its wiring, shared code")
 def test_a_built_bus_lists_what_it_handles_and_checks_required_commands_on_request() -> None:
     from messagebus import MissingHandlersError
 
@@ -311,6 +318,7 @@ def test_a_built_bus_lists_what_it_handles_and_checks_required_commands_on_reque
 # -- start-up checks of the wiring ----------------------------------------------------
 
 
+@pytest.mark.one_bus("the registry, shared code")
 def test_a_registry_is_frozen_once_a_bus_is_built_from_it() -> None:
     from messagebus import FrozenRegistryError
 
@@ -324,6 +332,7 @@ def test_a_registry_is_frozen_once_a_bus_is_built_from_it() -> None:
             return "never called"
 
 
+@pytest.mark.one_bus("a start-up check, shared code")
 def test_dependencies_no_handler_asks_for_are_said_once_at_start_up(
     logs: list[EventDict],
 ) -> None:

@@ -1,9 +1,11 @@
-"""Unit of work (DESIGN.md §4): one per handler attempt, and events only after commit.
+"""DESIGN.md §4, Unit of work: one per handler attempt, and events only after commit.
 
 Every test of a bus runs against both (the ``h`` fixture); the tests of
-``AbstractUnitOfWork`` on its own, at the end, involve no bus.
+``AbstractUnitOfWork`` and the fakes on their own, at the end, involve no bus.
 """
 
+import asyncio
+import inspect
 import typing
 
 import attrs
@@ -11,7 +13,6 @@ import pytest
 from structlog.typing import EventDict
 
 from messagebus import AbstractAsyncUnitOfWork, AbstractUnitOfWork, Command, Context, Event
-from messagebus.testing import FakeAsyncUnitOfWork, FakeUnitOfWork, InMemoryRepository
 
 from ._buses import Harness
 
@@ -38,6 +39,15 @@ class Noted(Event):
 class Product:
     sku: str
     events: list[Event] = attrs.field(factory=list)
+
+
+class Counted:
+    """An aggregate that counts its allocations (the fake repository keeps copies)."""
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        self.allocations = 0
+        self.events: list[Event] = []
 
 
 class Journal:
@@ -138,7 +148,7 @@ def recording_handlers(h: Harness, handled: list[Event]) -> None:
 # -- one unit of work per attempt -------------------------------------------------
 
 
-def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(h: Harness) -> None:
+def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(h: Harness, logger: object) -> None:
     journal = Journal(h.kind)
     received: list[object] = []
 
@@ -149,7 +159,7 @@ def test_each_handler_attempt_runs_in_a_fresh_unit_of_work(h: Harness) -> None:
             raise TimeoutError("database busy")
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     h.handle(Allocate("lamp"))
 
     assert 3 == len(journal.made)
@@ -177,27 +187,31 @@ def test_each_event_handler_runs_in_its_own_unit_of_work(h: Harness) -> None:
     assert [(2, "commit"), (2, "collect"), (2, "close")] == journal.entries[3:]
 
 
-def test_unit_of_work_is_committed_and_closed_when_the_handler_succeeds(h: Harness) -> None:
+def test_unit_of_work_is_committed_and_closed_when_the_handler_succeeds(
+    h: Harness, logger: object
+) -> None:
     journal = Journal(h.kind)
 
     @h.register
     def allocate(cmd: Allocate, uow: Journaling) -> str:
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     h.handle(Allocate("lamp"))
 
     assert [(1, "commit"), (1, "collect"), (1, "close")] == journal.entries
 
 
-def test_unit_of_work_is_rolled_back_and_closed_when_the_handler_fails(h: Harness) -> None:
+def test_unit_of_work_is_rolled_back_and_closed_when_the_handler_fails(
+    h: Harness, logger: object
+) -> None:
     journal = Journal(h.kind)
 
     @h.register
     def allocate(cmd: Allocate, uow: Journaling) -> str:
         raise ValueError("out of stock")
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     with pytest.raises(ValueError, match="out of stock"):
         h.handle(Allocate("lamp"))
 
@@ -241,6 +255,7 @@ def test_handler_registered_without_unit_of_work_runs_without_calling_the_factor
 
 def test_events_of_the_aggregates_seen_are_collected_after_commit_and_dispatched(
     h: Harness,
+    logger: object,
 ) -> None:
     journal = Journal(h.kind)
     handled: list[Event] = []
@@ -257,7 +272,7 @@ def test_events_of_the_aggregates_seen_are_collected_after_commit_and_dispatched
         handled.append(event)
         entries_when_handled.append(list(journal.entries))
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp")] == handled
@@ -280,7 +295,9 @@ def test_aggregate_events_come_before_events_emitted_on_the_context(h: Harness) 
     assert [Allocated("lamp"), Noted("lamp")] == handled
 
 
-def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(h: Harness) -> None:
+def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(
+    h: Harness, logger: object
+) -> None:
     journal = Journal(h.kind, commit_errors=[ValueError("constraint violated")])
     handled: list[Event] = []
     recording_handlers(h, handled)
@@ -291,7 +308,7 @@ def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(h: Harness
         context.emit(Noted(cmd.sku))
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     with pytest.raises(ValueError, match="constraint violated"):
         h.handle(Allocate("lamp"))
 
@@ -301,6 +318,7 @@ def test_failed_commit_is_a_failed_attempt_whose_events_are_discarded(h: Harness
 
 def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_dispatched(
     h: Harness,
+    logger: object,
 ) -> None:
     journal = Journal(h.kind, commit_errors=[TimeoutError("commit timed out")])
     product = Product("lamp")  # the same object in every attempt: the worst case
@@ -312,7 +330,7 @@ def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_disp
         uow.track(product).events.append(Allocated(cmd.sku, attempt=uow.number))
         return "done"
 
-    h.build(uow=journal)
+    h.build(logger=logger, uow=journal)
     result = h.handle(Allocate("lamp"))
 
     assert "done" == result
@@ -329,6 +347,7 @@ def test_transient_commit_failure_is_retried_and_only_the_retrys_events_are_disp
 
 def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succeeds(
     h: Harness,
+    logger: object,
 ) -> None:
     product = Product("lamp")  # the same object in every attempt: the worst case
     handled: list[Event] = []
@@ -341,35 +360,63 @@ def test_events_of_a_rolled_back_attempt_are_not_dispatched_when_the_retry_succe
             raise ConnectionError("connection reset")
         return "done"
 
-    h.build(uow=Journal(h.kind))
+    h.build(logger=logger, uow=Journal(h.kind))
     h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp", attempt=2)] == handled
 
 
-def test_events_of_a_rolled_back_attempt_are_not_dispatched_with_the_fake_unit_of_work(
+def test_no_event_nor_change_of_a_rolled_back_attempt_is_kept_with_the_fake_unit_of_work(
     h: Harness,
+    logger: object,
 ) -> None:
-    h.products.add(Product("lamp"))
-    attempts: list[int] = []
-    handled: list[Event] = []
-    recording_handlers(h, handled)
+    h.products.add(Counted("lamp"))
+    handled: list[int] = []
 
     @h.register
     def allocate(cmd: Allocate, uow: typing.Any) -> str:
-        attempts.append(len(attempts) + 1)
-        uow.products.get(cmd.sku).events.append(Allocated(cmd.sku, attempt=len(attempts)))
-        if len(attempts) == 1:
-            raise TimeoutError("lock wait timeout")
+        product = uow.products.get(cmd.sku)
+        product.allocations += 1
+        product.events.append(Allocated(cmd.sku, product.allocations))
+        if len(h.uows) == 1:
+            raise TimeoutError("serialisation failure")
         return "done"
 
-    h.build(uow=h.uow)
+    @h.register(uow=False)
+    def on_allocated(event: Allocated) -> None:
+        handled.append(event.attempt)
+
+    h.build(logger=logger)
     h.handle(Allocate("lamp"))
 
-    assert [Allocated("lamp", attempt=2)] == handled
+    assert [1] == handled
+    assert 1 == h.products.get("lamp").allocations
 
 
-def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(h: Harness) -> None:
+def test_each_attempt_gets_a_fresh_fake_unit_of_work_committed_or_rolled_back(
+    h: Harness,
+    logger: object,
+) -> None:
+    attempts: list[int] = []
+
+    @h.register
+    def allocate(cmd: Allocate, uow: typing.Any) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise TimeoutError("busy")
+        return "ok"
+
+    h.build(logger=logger)
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert [(0, 1, True), (0, 1, True), (1, 0, True)] == [
+        (u.committed, u.rolled_back, u.closed) for u in h.uows
+    ]
+    assert 2 == len(h.waits)
+
+
+def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(
+    h: Harness, logger: object
+) -> None:
     attempts: list[int] = []
     handled: list[Event] = []
     recording_handlers(h, handled)
@@ -382,7 +429,7 @@ def test_events_emitted_on_the_context_of_a_failed_attempt_are_discarded(h: Harn
             raise TimeoutError("lock wait timeout")
         return "done"
 
-    h.build(uow=Journal(h.kind))
+    h.build(logger=logger, uow=Journal(h.kind))
     h.handle(Allocate("lamp"))
 
     assert [Allocated("lamp", attempt=2)] == handled
@@ -428,11 +475,16 @@ def test_failing_close_does_not_undo_a_committed_success(h: Harness, logs: list[
     assert ("done", [Allocated("lamp")]) == (result, handled)
 
 
-# -- AbstractUnitOfWork ------------------------------------------------------------
+# -- AbstractUnitOfWork and AbstractAsyncUnitOfWork, of the bus's kind ------------------
 
 
-def test_tracked_aggregates_are_seen_once_each_in_order() -> None:
-    uow = Journal()()
+def done(result: typing.Any) -> typing.Any:
+    """What a call of a unit of work of either kind gives, run to its end."""
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
+
+
+def test_tracked_aggregates_are_seen_once_each_in_order(h: Harness) -> None:
+    uow = Journal(h.kind)()
     lamp, chair = Product("lamp"), Product("chair")
 
     assert lamp is uow.track(lamp)
@@ -442,8 +494,8 @@ def test_tracked_aggregates_are_seen_once_each_in_order() -> None:
     assert (lamp, chair) == uow.seen
 
 
-def test_collecting_new_events_takes_them_from_the_aggregates_in_order() -> None:
-    uow = Journal()()
+def test_collecting_new_events_takes_them_from_the_aggregates_in_order(h: Harness) -> None:
+    uow = Journal(h.kind)()
     lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
     chair = uow.track(Product("chair", events=[Noted("chair")]))
 
@@ -452,37 +504,45 @@ def test_collecting_new_events_takes_them_from_the_aggregates_in_order() -> None
     assert [] == uow.collect_new_events()
 
 
-def test_rollback_drops_the_events_of_the_aggregates_seen() -> None:
-    uow = Journal()()
+def test_rollback_drops_the_events_of_the_aggregates_seen(h: Harness) -> None:
+    uow = Journal(h.kind)()
     lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
 
-    uow.rollback()
+    done(uow.rollback())
 
     assert [] == lamp.events
 
 
-def test_rollback_drops_the_events_even_when_the_rollback_fails() -> None:
-    uow = Journal(rollback_error=RuntimeError("gone"))()
+def test_rollback_drops_the_events_even_when_the_rollback_fails(h: Harness) -> None:
+    uow = Journal(h.kind, rollback_error=RuntimeError("gone"))()
     lamp = uow.track(Product("lamp", events=[Allocated("lamp")]))
 
     with pytest.raises(RuntimeError, match="gone"):
-        uow.rollback()
+        done(uow.rollback())
 
     assert [] == lamp.events
 
 
-def test_leaving_a_with_block_by_an_exception_rolls_back() -> None:
-    uow = Journal()()
+def test_leaving_a_with_block_by_an_exception_rolls_back(h: Harness) -> None:
+    uow = Journal(h.kind)()
 
-    with pytest.raises(ValueError, match="boom"), uow:
-        raise ValueError("boom")
+    def leave_sync_with() -> None:
+        with uow:
+            raise ValueError("boom")
+
+    async def leave_async_with() -> None:
+        async with uow:
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        done(leave_async_with() if h.is_async else leave_sync_with())
 
     assert [(1, "rollback")] == uow.journal.entries
 
 
-@pytest.mark.parametrize("fake", [FakeUnitOfWork, FakeAsyncUnitOfWork])
-def test_a_repository_the_unit_of_work_lacks_is_named_with_those_it_has(fake: typing.Any) -> None:
-    uow = fake(products=InMemoryRepository(key=lambda p: p.sku))
+def test_a_repository_the_unit_of_work_lacks_is_named_with_those_it_has(h: Harness) -> None:
+    uow = h.uow()
+    fake = type(uow)
 
     with pytest.raises(
         AttributeError, match=rf"^{fake.__name__} has no repository 'orders'; it has: products$"
@@ -490,6 +550,7 @@ def test_a_repository_the_unit_of_work_lacks_is_named_with_those_it_has(fake: ty
         uow.orders  # noqa: B018
 
 
+@pytest.mark.one_bus("a unit of work on its own")
 def test_a_unit_of_work_shows_how_many_aggregates_it_has_seen() -> None:
     uow = Journal()()
     uow.track(Product("lamp"))

@@ -4,7 +4,8 @@ A test is written once, with plain functions as handlers; for the async bus
 the :class:`Harness` turns each one into an ``async def`` wrapper with the same
 signature (and name), uses the async fake unit of work, awaits the injected
 sleep, and runs every ``handle`` in its own event loop. The ``h`` fixture of
-``conftest.py`` gives each test one harness per kind.
+``conftest.py`` gives each test one harness per kind; :meth:`Harness.registered`
+is what the bus was given for a handler (an error naming the handler names it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Harness:
         self.uows: list[Any] = []
         self.waits: list[float] = []
         self.bus: Any = None
+        self._registered: dict[Callable[..., Any], Callable[..., Any]] = {}
 
     @property
     def is_async(self) -> bool:
@@ -68,9 +70,14 @@ class Harness:
                     return handler(*args, **kwargs)
 
             self.registry.register(target, **options)
+            self._registered[handler] = target
             return handler
 
         return decorate if fn is None else decorate(fn)
+
+    def registered(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """What the registry was given for ``handler``: itself, or its async wrapper."""
+        return self._registered[handler]
 
     def uow(self) -> Any:
         """A new fake unit of work of the bus's kind, over ``products``."""
