@@ -54,6 +54,7 @@ class AsyncMessageBus(AsyncDispatch):
         clock: As for :class:`MessageBus`.
         expected: As for :class:`MessageBus`.
         unused_dependencies: As for :class:`MessageBus`.
+        max_events: As for :class:`MessageBus`.
 
     Raises:
         ConfigurationError: A handler or a middleware is not an ``async def`` function.
@@ -78,6 +79,7 @@ class AsyncMessageBus(AsyncDispatch):
         clock: Any = None,
         expected: Iterable[type[BaseException]] = (),
         unused_dependencies: Literal["warn", "error", "ignore"] = "warn",
+        max_events: int = 100_000,
     ) -> None:
         super().__init__(
             registry,
@@ -93,6 +95,7 @@ class AsyncMessageBus(AsyncDispatch):
             clock=clock,
             expected=expected,
             unused=unused_dependencies,
+            max_events=max_events,
         )
         for plan in self._plans():
             if not is_async_callable(plan.registration.handler):

@@ -164,7 +164,7 @@ def make_attempt(plan: HandlerPlan, outbox: Outbox | None) -> Run:
         async def uow_attempt(envelope: Envelope) -> Outcome:
             uow = uow_factory()
             try:
-                if envelope[PARENT] is DELIVERED and not _claim(uow, envelope, plan.name):
+                if envelope[PARENT] is DELIVERED and not await _claim(uow, envelope, plan.name):
                     await uow.rollback()
                     return None, _NO_EVENTS  # handled before: its events went then
                 result = await call(envelope[MESSAGE], uow)
@@ -186,7 +186,7 @@ def make_attempt(plan: HandlerPlan, outbox: Outbox | None) -> Run:
         uow = uow_factory() if uow_factory is not None else None
         try:
             delivered = uow is not None and envelope[PARENT] is DELIVERED
-            if delivered and not _claim(uow, envelope, plan.name):
+            if delivered and not await _claim(uow, envelope, plan.name):
                 await uow.rollback()  # type: ignore[union-attr]
                 return None, _NO_EVENTS  # handled before: its events went then
             kwargs: dict[str, Any] = {}
@@ -266,7 +266,7 @@ async def _send_alone(outbox: Outbox, uow_factory: Any, raised: Sequence[Envelop
         await close_quietly(uow)
 
 
-def _claim(uow: Any, envelope: Envelope, handler: str) -> bool:
+async def _claim(uow: Any, envelope: Envelope, handler: str) -> bool:
     """Claim a delivered message for one handler in the unit of work's inbox."""
     claim = getattr(uow, "claim_incoming", None)
     if not callable(claim):
@@ -274,7 +274,7 @@ def _claim(uow: Any, envelope: Envelope, handler: str) -> bool:
             f"{type(uow).__qualname__} has no inbox (claim_incoming): a message delivered "
             "by a consumer could be handled twice; use a unit of work with one"
         )
-    return bool(claim(str(metadata_of(envelope).message_id), handler))
+    return bool(await claim(str(metadata_of(envelope).message_id), handler))
 
 
 async def rollback_quietly(uow: Any, error: BaseException) -> None:

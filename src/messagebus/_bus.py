@@ -60,6 +60,10 @@ class MessageBus(SyncDispatch):
             asks for (often a misspelt parameter): ``"warn"`` (one
             ``unused_dependencies`` log line, at WARNING), ``"error"``
             (:class:`~messagebus.UnusedDependencyError`), or ``"ignore"``.
+        max_events: How many events one :meth:`handle` may raise in all, so
+            that a chain of handlers that raise each other's events forever
+            ends with :class:`~messagebus.TooManyEventsError` instead of
+            running out of memory.
 
     Raises:
         ConfigurationError: A handler or a middleware is an ``async def``
@@ -87,6 +91,7 @@ class MessageBus(SyncDispatch):
         clock: Any = None,
         expected: Iterable[type[BaseException]] = (),
         unused_dependencies: Literal["warn", "error", "ignore"] = "warn",
+        max_events: int = 100_000,
     ) -> None:
         super().__init__(
             registry,
@@ -102,6 +107,7 @@ class MessageBus(SyncDispatch):
             clock=clock,
             expected=expected,
             unused=unused_dependencies,
+            max_events=max_events,
         )
         for plan in self._plans():
             if is_async_callable(plan.registration.handler):

@@ -21,7 +21,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from ._context import MESSAGE, Envelope, metadata_of
+from ._context import MESSAGE, PARENT, Envelope, metadata_of
 from ._dependencies import CallPlan, check_dependencies, plan_call, unused_dependencies
 from ._log import AttemptLog
 from ._outbox import Outbox, refuse_routed_commands_with_handlers
@@ -32,6 +32,7 @@ from .exceptions import (
     Expected,
     MissingHandlersError,
     NotAMessageError,
+    TooManyEventsError,
     UnusedDependencyError,
 )
 from .messages import Command, Event, Message, message_name, message_version
@@ -184,7 +185,11 @@ class BusCore:
         clock: Any,
         expected: Iterable[type[BaseException]],
         unused: Literal["warn", "error", "ignore"],
+        max_events: int,
     ) -> None:
+        if not isinstance(max_events, int) or max_events < 1:
+            raise ConfigurationError(f"max_events must be a positive integer, not {max_events!r}")
+        self._max_events = max_events
         if uow is not None and not callable(uow):
             raise TypeError(f"uow must be a factory of units of work, not {uow!r}")
         for item in middleware:
@@ -339,6 +344,16 @@ def _exception_types(items: Iterable[type[BaseException]]) -> tuple[type[BaseExc
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise ConfigurationError(f"expected= takes exception classes, not {item!r}")
     return types_
+
+
+def too_many_events(limit: int, last: Envelope) -> TooManyEventsError:
+    """The error for a handle() past ``max_events``, naming the chain that led to ``last``."""
+    chain: list[str] = []
+    envelope: Envelope | None = last
+    while envelope is not None and envelope[MESSAGE] is not None and len(chain) < 12:
+        chain.append(message_name(type(envelope[MESSAGE])))
+        envelope = envelope[PARENT]
+    return TooManyEventsError(limit, chain[::-1])
 
 
 def is_async_callable(function: Any) -> bool:

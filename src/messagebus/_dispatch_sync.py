@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._attempt_sync import Outcome, Run, close_quietly, make_run, rollback_quietly
-from ._context import MESSAGE, Envelope, metadata_of, new_envelope
-from ._core import BusCore, HandlerPlan, Shape, _redelivering
+from ._context import DELIVERED, MESSAGE, Envelope, metadata_of, new_envelope
+from ._core import BusCore, HandlerPlan, Shape, _redelivering, too_many_events
 from .exceptions import DispatchError, NoHandlerError, NotAMessageError
 from .messages import Command, Event, Message, Metadata
 from .middleware import HandlerCall, Middleware, Next, new_call
@@ -71,7 +71,27 @@ class SyncDispatch(BusCore):
                 self._notify(envelope)
             result, raised = plan.runs[logged](envelope)
         finally:
-            _redelivering.reset(token)
+            _redelivering.reset(token)  # what follows is handled (and dead-lettered) as usual
+        if raised:
+            self._drain(raised, logged)
+        return result
+
+    def _handle_delivered(self, message: Message, metadata: Metadata) -> Any:
+        """:meth:`handle` for a message a consumer read from a broker.
+
+        Each of its handlers that runs in a unit of work claims it in that
+        unit of work's inbox first: a message delivered twice is handled once
+        by each (see ``messagebus._delivery``).
+        """
+        logged = self._gate() if self._gated else self._gate
+        handling = self._handlings[logged].get(message.__class__)
+        if handling is None:
+            return self._unhandled(message, metadata)
+        # As handle() does, with the envelope's parent marking it delivered.
+        envelope = new_envelope(message, DELIVERED, metadata, self._time_ns)
+        if self._listeners:
+            self._notify(envelope)
+        result, raised = handling(envelope)
         if raised:
             self._drain(raised, logged)
         return result
@@ -141,6 +161,8 @@ class SyncDispatch(BusCore):
                 _, more = handling(envelope)
                 if more:
                     raised.extend(more)
+                    if len(raised) > self._max_events:
+                        raise too_many_events(self._max_events, raised[-1])
 
     def _fan_out(self, plans: Sequence[HandlerPlan], logged: bool) -> Run:
         """An event's handling: each of its handlers in turn, a failure isolated."""

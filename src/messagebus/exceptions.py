@@ -16,7 +16,8 @@ or deserialised::
     │   └── FrozenRegistryError
     ├── DispatchError
     │   ├── NotAMessageError
-    │   └── NoHandlerError
+    │   ├── NoHandlerError
+    │   └── TooManyEventsError
     ├── SerializationError
     │   ├── UnknownMessageError
     │   └── InvalidMessageDataError
@@ -46,6 +47,7 @@ __all__ = [
     "NoHandlerError",
     "NotAMessageError",
     "SerializationError",
+    "TooManyEventsError",
     "Transient",
     "UnknownMessageError",
     "UnresolvedDependencyError",
@@ -257,6 +259,27 @@ class NoHandlerError(DispatchError, LookupError):
     def __init__(self, message: object) -> None:
         self.message = message
         super().__init__(f"no handler is registered for command {message!r}")
+
+
+class TooManyEventsError(DispatchError):
+    """One ``handle()`` raised more events than the bus allows: most often a chain
+    in which handlers raise, in the end, the event that started it.
+
+    What was handled and committed stays so; the events still queued are dropped.
+
+    Attributes:
+        limit: The bus's ``max_events``.
+        chain: The names of the message types that led to the last event, oldest first.
+    """
+
+    def __init__(self, limit: int, chain: Sequence[str]) -> None:
+        self.limit = limit
+        self.chain = tuple(chain)
+        super().__init__(
+            f"one handle() raised more than {limit} events (max_events); the last came "
+            f"from {' -> '.join(self.chain)}: is a handler raising an event that leads "
+            "back to itself?"
+        )
 
 
 class SerializationError(MessageBusError):

@@ -40,6 +40,7 @@ EXPECTED_MESSAGEBUS = [
     "RetryPolicy",
     "SerializationError",
     "Serializer",
+    "TooManyEventsError",
     "Transient",
     "UnitOfWork",
     "UnknownMessageError",

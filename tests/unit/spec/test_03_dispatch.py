@@ -25,6 +25,7 @@ from messagebus import (
     NoHandlerError,
     NotAMessageError,
     Registry,
+    TooManyEventsError,
 )
 from messagebus.testing import FakeUnitOfWork
 
@@ -477,3 +478,50 @@ def test_one_async_bus_serves_many_tasks_at_once() -> None:
     assert sorted((name, orderid) for name in ("notify", "record") for orderid in given) == sorted(
         handled
     )
+
+
+# -- a chain of events that does not end (issue: runaway chains) ---------------------------
+
+
+def test_a_chain_of_events_that_never_ends_stops_at_the_limit_naming_its_types(
+    h: Harness,
+) -> None:
+    handled: list[int] = []
+
+    @h.register(uow=False)
+    def again(event: Numbered, context: Context) -> None:
+        handled.append(event.n)
+        context.emit(Numbered(event.name, event.n + 1))
+
+    h.build(uow=None, max_events=50)
+    with pytest.raises(TooManyEventsError) as caught:
+        h.handle(Numbered("loop", 0))
+
+    assert 50 == caught.value.limit
+    assert ("Numbered",) * 12 == caught.value.chain
+    assert "more than 50 events" in str(caught.value)
+    assert list(range(51)) == handled  # the root, then 50 raised: the 51st raised stops it
+    assert [] == [n for n in handled if n > 51]
+
+
+def test_the_event_limit_counts_every_event_of_one_handle_not_of_the_bus(h: Harness) -> None:
+    @h.register(uow=False)
+    def fan(event: Happened, context: Context) -> None:
+        for n in range(10):
+            context.emit(Numbered(event.name, n))
+
+    @h.register(uow=False)
+    def numbered(event: Numbered) -> None:
+        pass
+
+    h.build(uow=None, max_events=10)
+    for _ in range(3):  # each handle() raises 10: within the limit, every time
+        h.handle(Happened("burst"))
+
+
+@pytest.mark.one_bus("a check of the constructor, shared code")
+def test_the_event_limit_must_be_a_positive_integer() -> None:
+    from messagebus import ConfigurationError, MessageBus, Registry
+
+    with pytest.raises(ConfigurationError, match="max_events must be a positive integer"):
+        MessageBus(Registry(), max_events=0)
