@@ -23,7 +23,7 @@ from ._context import DELIVERED, MESSAGE, PARENT, Envelope, metadata_of, new_con
 from ._core import HandlerPlan, Shape
 from ._log import default_logger
 from ._outbox import Outbox
-from .exceptions import ConfigurationError, DispatchError
+from .exceptions import ConfigurationError
 from .messages import Command, Event
 from .middleware import AsyncMiddleware, AsyncNext, HandlerCall, new_call
 
@@ -45,7 +45,7 @@ def make_run(
     ``bus`` provides ``_retry(plan, step, call, error, first_started)`` and ``_perf_counter``.
     """
     outbox: Outbox | None = bus._outbox
-    attempt = make_attempt(plan, outbox)
+    attempt = make_attempt(plan, outbox, bus._uow_factory)
     step = compose(links, _last_step(attempt))
     retry: Retry = bus._retry
     name, kind = plan.name, plan.kind
@@ -126,13 +126,16 @@ def _last_step(attempt: Run) -> AsyncNext:
     return step
 
 
-def make_attempt(plan: HandlerPlan, outbox: Outbox | None) -> Run:
+def make_attempt(
+    plan: HandlerPlan, outbox: Outbox | None, send_uow: Callable[[], Any] | None = None
+) -> Run:
     """One attempt of a handler: call it in a fresh unit of work and collect what it raised.
 
     Returns ``(result, envelopes)``: the envelopes of the events it raised, from
     its unit of work's aggregates, then its context's. With an ``outbox`` (the
     bus has routes), what is routed among them, and the commands it sent, are
-    staged in its unit of work before it commits.
+    staged in its unit of work before it commits; a handler without one sends
+    what is routed in a unit of work of its own, made by ``send_uow``.
     """
     call = plan.call
     shape = plan.shape
@@ -153,7 +156,7 @@ def make_attempt(plan: HandlerPlan, outbox: Outbox | None) -> Run:
             result = await call(envelope[MESSAGE], context)
             raised = raised_by(envelope, context._events) if context._events else _NO_EVENTS
             if outbox is not None and raised:
-                await _send_alone(outbox, uow_factory, raised)
+                await _send_alone(outbox, send_uow, raised)
             return result, raised
 
         return context_attempt
@@ -205,7 +208,7 @@ def make_attempt(plan: HandlerPlan, outbox: Outbox | None) -> Run:
             else:
                 raised = raised_by(envelope, emitted) if emitted else _NO_EVENTS
                 if outbox is not None and raised:
-                    await _send_alone(outbox, uow_factory, raised)
+                    await _send_alone(outbox, send_uow, raised)
         except BaseException as exc:  # cancellation included: roll back, then re-raise
             if uow is not None:
                 await rollback_quietly(uow, exc)
@@ -250,11 +253,7 @@ async def _send_alone(outbox: Outbox, uow_factory: Any, raised: Sequence[Envelop
     """
     if not any(outbox.route(envelope[MESSAGE].__class__) for envelope in raised):
         return
-    if uow_factory is None:
-        raise DispatchError(
-            "a routed event was raised by a handler without a unit of work, on a bus "
-            "without one: give the bus uow=... so that it can be sent"
-        )
+    assert uow_factory is not None  # a bus with routes has one
     uow = uow_factory()
     try:
         outbox.stage(uow, raised, ())

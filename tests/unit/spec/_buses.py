@@ -112,6 +112,10 @@ class Harness:
         """``bus.redeliver``, run to its end."""
         return self._call("redeliver", message, **options)
 
+    def call(self, method: str, *args: Any, **options: Any) -> Any:
+        """Any method of the bus (``send``, ...), run to its end."""
+        return self._call(method, *args, **options)
+
     def _call(self, method: str, *args: Any, **options: Any) -> Any:
         if self.bus is None:
             self.build()
