@@ -136,3 +136,24 @@ def test_shrinking_a_batch_reallocates_in_the_database_and_the_read_model(
         row["batchref"] for orderid in ("o1", "o2") for row in service.views.for_order(orderid)
     )
     assert ["b1", "b2"] == where
+
+
+def test_the_mappers_start_again_after_sqlalchemy_clears_them(tmp_path: Path) -> None:
+    # The book's test fixtures call clear_mappers() after every test.
+    engine = orm.make_engine(f"sqlite:///{tmp_path / 'again.sqlite3'}")
+    orm.create_schema(engine)
+    orm.start_mappers()
+    sqlalchemy.orm.clear_mappers()
+    orm.start_mappers()
+    orm.start_mappers()  # mapped already: nothing to do
+    try:
+        service = bootstrap(engine, sleep=lambda _: None)
+        service.bus.handle(commands.CreateBatch("b1", "LAMP", 10))
+        assert "b1" == service.bus.handle(commands.Allocate("o1", "LAMP", 2))
+        uow = new_uow(engine)
+        with uow:
+            product = uow.products.get("LAMP")
+            assert product is not None
+            assert [] == product.events  # loaded, not made by __init__: given its list
+    finally:
+        engine.dispose()

@@ -77,15 +77,17 @@ allocations_view = Table(
 )
 
 mapper_registry = registry()
-_mapped = False
 _lock = threading.Lock()
 
 
 def start_mappers() -> None:
-    """Map the domain's classes onto the tables; later calls do nothing."""
-    global _mapped
+    """Map the domain's classes onto the tables; a call while they are mapped does nothing.
+
+    After SQLAlchemy's ``clear_mappers()`` (which the book's test fixtures call
+    after each test) it maps them again.
+    """
     with _lock:
-        if _mapped:
+        if sa_inspect(model.Product, raiseerr=False) is not None:
             return
         lines_mapper = mapper_registry.map_imperatively(model.OrderLine, order_lines)
         batches_mapper = mapper_registry.map_imperatively(
@@ -108,8 +110,8 @@ def start_mappers() -> None:
             version_id_col=products.c.version_number,
         )
         # A product loaded from the database was not made by __init__.
-        event.listen(model.Product, "load", _give_events_list)
-        _mapped = True
+        if not event.contains(model.Product, "load", _give_events_list):
+            event.listen(model.Product, "load", _give_events_list)
 
 
 def _give_events_list(product: model.Product, _: Any) -> None:
