@@ -13,12 +13,14 @@ from .messages import Command, Event, Message, Metadata
 
 # An envelope is a list, not an object: it is made for every message the bus
 # dispatches, and a list literal costs a quarter of a class instantiation.
-# [MESSAGE, PARENT envelope or None, METADATA or None, SEQUENCE, TIMESTAMP (ns), CLOCK]
+# [MESSAGE, PARENT envelope or None, METADATA or None, SEQUENCE, TIMESTAMP (ns), CLOCK,
+#  LOGGED ids]
 # A message's id and time are fixed only when first needed (see _stamp), most
 # often never: until then SEQUENCE and TIMESTAMP are None. CLOCK is the bus's
-# ``clock.time_ns``, read then.
+# ``clock.time_ns``, read then. LOGGED keeps the ids as text once a log line
+# needed them (see log_ids).
 Envelope = list[Any]
-MESSAGE, PARENT, METADATA, SEQUENCE, TIMESTAMP, CLOCK = range(6)
+MESSAGE, PARENT, METADATA, SEQUENCE, TIMESTAMP, CLOCK, LOGGED = range(7)
 
 next_sequence = messages._sequence.__next__
 
@@ -30,7 +32,7 @@ def new_envelope(
     time_ns: Callable[[], int],
 ) -> Envelope:
     """The envelope of a message given to the bus (no parent), or raised while handling one."""
-    return [message, parent, metadata, None, None, time_ns]
+    return [message, parent, metadata, None, None, time_ns, None]
 
 
 def raised_by(parent: Envelope, events: Sequence[Message]) -> list[Envelope]:
@@ -38,13 +40,13 @@ def raised_by(parent: Envelope, events: Sequence[Message]) -> list[Envelope]:
     clock = parent[CLOCK]
     envelopes = []
     for event in events:  # a loop, not a comprehension: a call fewer before Python 3.12
-        envelopes.append([event, parent, None, None, None, clock])
+        envelopes.append([event, parent, None, None, None, clock, None])
     return envelopes
 
 
 #: The parent of a message delivered by a consumer: its handlers claim it in
 #: their unit of work's inbox first. A stamped envelope, so nothing reads past it.
-DELIVERED: Envelope = [None, None, None, 0, 0, None]
+DELIVERED: Envelope = [None, None, None, 0, 0, None, None]
 
 
 def _stamp(envelope: Envelope) -> None:
@@ -97,25 +99,35 @@ def metadata_of(envelope: Envelope) -> Metadata:
 def log_ids(envelope: Envelope) -> tuple[str, str, str | None, str]:
     """The message id, correlation id, causation id and creation time, as logged.
 
-    The same values as :func:`metadata_of`'s, as text; for a message that
-    nobody gave metadata and nothing caused (the common root), without
-    making the metadata.
+    The same values as :func:`metadata_of`'s, as text, made without the
+    metadata (no UUID, no datetime) unless it was given, and kept: the lines
+    of a message's handlers and retries, and of the events it caused, share them.
     """
+    ids: tuple[str, str, str | None, str] | None = envelope[LOGGED]
+    if ids is not None:
+        return ids
     metadata: Metadata | None = envelope[METADATA]
-    if metadata is None and envelope[PARENT] is None:
+    if metadata is not None:
+        causation = metadata.causation_id
+        ids = (
+            str(metadata.message_id),
+            str(metadata.correlation_id),
+            None if causation is None else str(causation),
+            metadata.created_at.isoformat(),
+        )
+    else:
         if envelope[SEQUENCE] is None:
             _stamp(envelope)
         message_id = messages._id_text_from_sequence(envelope[SEQUENCE])
         created_at = messages._iso_from_ns(envelope[TIMESTAMP])
-        return message_id, message_id, None, created_at
-    metadata = metadata_of(envelope)
-    causation = metadata.causation_id
-    return (
-        str(metadata.message_id),
-        str(metadata.correlation_id),
-        None if causation is None else str(causation),
-        metadata.created_at.isoformat(),
-    )
+        parent = envelope[PARENT]
+        if parent is None:
+            ids = (message_id, message_id, None, created_at)
+        else:
+            parent_id, correlation_id, _, _ = log_ids(parent)
+            ids = (message_id, correlation_id, parent_id, created_at)
+    envelope[LOGGED] = ids
+    return ids
 
 
 class Context:
