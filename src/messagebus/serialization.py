@@ -540,8 +540,11 @@ class Serializer:
             raise InvalidMessageDataError(name, lines, data) from exc
 
     def dump_metadata(self, metadata: Metadata) -> dict[str, Any]:
-        """Metadata as a JSON-safe dict."""
-        return typing.cast(dict[str, Any], self._converter.unstructure(metadata))
+        """Metadata as a JSON-safe dict (``trace_context`` only when there is one)."""
+        data = typing.cast(dict[str, Any], self._converter.unstructure(metadata))
+        if data.get("trace_context", 0) is None:
+            del data["trace_context"]
+        return data
 
     def load_metadata(self, data: object) -> Metadata:
         """Metadata from a dict made by :meth:`dump_metadata`."""
