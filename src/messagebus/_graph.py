@@ -62,6 +62,11 @@ def build(registry: Any) -> Graph:
     for registration in [*commands.values(), *(r for rs in events.values() for r in rs)]:
         raised_somewhere.update(registration.raises)
 
+    # A handler is reached when any message it handles is a command or is raised.
+    reached = {r.name for r in commands.values()} | {
+        r.name for t, rs in events.items() if t in raised_somewhere for r in rs
+    }
+
     def by_name(types: Iterable[type[Message]]) -> list[type[Message]]:
         return sorted(types, key=message_name)
 
@@ -80,11 +85,12 @@ def build(registry: Any) -> Graph:
             nodes[node_id] = Node(node_id, name, "command" if is_command else "event", problem)
         return node_id
 
-    def handler_node(registration: Any, unreached: bool) -> str:
+    def handler_node(registration: Any) -> str:
         node_id = _id("h", registration.name)
         if node_id not in nodes:
             label = registration.name.rsplit(".", 1)[-1]
-            nodes[node_id] = Node(node_id, label, "handler", "unreached" if unreached else None)
+            problem = None if registration.name in reached else "unreached"
+            nodes[node_id] = Node(node_id, label, "handler", problem)
         return node_id
 
     for message_type in messages:
@@ -95,8 +101,7 @@ def build(registry: Any) -> Graph:
             [commands[message_type]] if message_type in commands else events.get(message_type, [])
         )
         for registration in registrations:
-            unreached = message_type not in commands and message_type not in raised_somewhere
-            handler = handler_node(registration, unreached)
+            handler = handler_node(registration)
             edges.append((source, handler, ""))
             for raised in by_name(registration.raises):
                 edges.append((handler, message_node(raised), ""))

@@ -284,8 +284,7 @@ class Registry:
         message_types = tuple(dict.fromkeys(message_types))
         if isinstance(raises, type) or not isinstance(raises, Iterable):
             raise ConfigurationError(
-                f"raises= of {handler_name(handler)} takes a list of message types, "
-                f"not {raises!r}"
+                f"raises= of {handler_name(handler)} takes a list of message types, not {raises!r}"
             )
         raised = tuple(dict.fromkeys(raises))
         for raised_type in raised:

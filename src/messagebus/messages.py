@@ -193,6 +193,10 @@ _TRACE_CONTEXT_ENTRIES = 16
 _TRACE_CONTEXT_TEXT = 8192
 
 
+class _TraceContextError(ValueError):
+    """A trace context that no propagator made; its text says what is wrong."""
+
+
 def _check_trace_context(
     instance: object, attribute: attrs.Attribute[Any], value: Mapping[str, str] | None
 ) -> None:
@@ -201,14 +205,14 @@ def _check_trace_context(
     if not isinstance(value, Mapping):
         raise TypeError(f"trace_context must be a mapping of str to str, not {value!r}")
     if len(value) > _TRACE_CONTEXT_ENTRIES:
-        raise ValueError(
+        raise _TraceContextError(
             f"trace_context has {len(value)} entries; at most {_TRACE_CONTEXT_ENTRIES} are kept"
         )
     for key, text in value.items():
         if type(key) is not str or type(text) is not str:
             raise TypeError(f"trace_context must map str to str, not {key!r}: {text!r}")
         if len(key) + len(text) > _TRACE_CONTEXT_TEXT:
-            raise ValueError(f"trace_context entry {key[:40]!r} is too long")
+            raise _TraceContextError(f"trace_context entry {key[:40]!r} is too long")
 
 
 @attrs.frozen

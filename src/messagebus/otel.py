@@ -97,7 +97,7 @@ def _opt_in() -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
-def _error_type(error: BaseException) -> str:
+def _error_type(error: object) -> str:
     cls = type(error)
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
@@ -240,10 +240,8 @@ class Telemetry:
         _W3C.inject(carrier, trace.set_span_in_context(span))
         if not carrier:  # a no-op tracer's span has no context to pass on
             return
-        for envelope in raised:
-            metadata = metadata_of(envelope)
-            if metadata.trace_context is None:
-                envelope[METADATA] = attrs.evolve(metadata, trace_context=carrier)
+        for envelope in raised:  # all made by the attempt: none has a context yet
+            envelope[METADATA] = attrs.evolve(metadata_of(envelope), trace_context=carrier)
 
     @property
     def middleware(self) -> Middleware:
@@ -329,18 +327,19 @@ class Telemetry:
             "messaging.system": SYSTEM,
             "messaging.destination.name": message_name(attempt.message),
             "messagebus.handler": attempt.handler,
+            "error.type": _error_type(attempt.error),
         }
-        if attempt.error is not None:
-            attributes["error.type"] = _error_type(attempt.error)
         self._failed.add(1, attributes)
 
     def dead_letters(self, store: DeadLetterStore) -> DeadLetterStore:
         """``store``, counting the letters it keeps (``messagebus.dead_lettered``).
 
+        What is returned has the store's other methods too, so that the
+        ``messagebus dead-letters`` commands work with it as with the store.
         For either bus: a coroutine that ``store.add`` returns is awaited
         before the letter is counted.
         """
-        return _CountingStore(store, self._count_dead_letter)
+        return _counting_class(type(store))(store, self._count_dead_letter)
 
     def _count_dead_letter(self, letter: DeadLetter) -> None:
         self._dead_lettered.add(
@@ -354,7 +353,12 @@ class Telemetry:
 
 
 class _CountingStore:
-    """A dead-letter store that counts what the store it wraps kept."""
+    """A dead-letter store that counts what the store it wraps kept.
+
+    Its class has the public attributes of the wrapped store's class (as
+    properties that read them from the store), so that it passes for the same
+    kind of store, ``isinstance`` checks of protocols included.
+    """
 
     __slots__ = ("_count", "_store")
 
@@ -364,9 +368,6 @@ class _CountingStore:
 
     def __repr__(self) -> str:
         return f"<counted {self._store!r}>"
-
-    def __getattr__(self, name: str) -> Any:  # the store's own methods (letters, list, ...)
-        return getattr(self._store, name)
 
     def add(self, letter: DeadLetter) -> Awaitable[None] | None:
         kept = self._store.add(letter)
@@ -378,6 +379,16 @@ class _CountingStore:
     async def _counted(self, kept: Awaitable[None], letter: DeadLetter) -> None:
         await kept
         self._count(letter)
+
+
+def _counting_class(store_type: type) -> type[_CountingStore]:
+    def forward(name: str) -> property:
+        return property(lambda self: getattr(self._store, name))
+
+    names = [name for name in dir(store_type) if not name.startswith("_") and name != "add"]
+    namespace: dict[str, Any] = {name: forward(name) for name in names}
+    namespace["__slots__"] = ()
+    return type(f"Counted{store_type.__name__}", (_CountingStore,), namespace)
 
 
 def tracing(

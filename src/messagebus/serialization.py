@@ -44,7 +44,7 @@ from .exceptions import (
     MessageNameConflictError,
     UnknownMessageError,
 )
-from .messages import Message, Metadata, message_name, message_version
+from .messages import Message, Metadata, _TraceContextError, message_name, message_version
 
 __all__ = ["REDACTED", "Serializer", "make_converter", "sensitive"]
 
@@ -64,7 +64,7 @@ def _fail(value: object, expected: str) -> typing.NoReturn:
 
 
 def _format_error(exc: BaseException, target: type | None) -> str:
-    if isinstance(exc, _ShapeError):
+    if isinstance(exc, (_ShapeError, _TraceContextError)):
         return str(exc)
     return format_exception(exc, target)
 

@@ -236,3 +236,20 @@ def test_the_command_needs_an_application(
 
     assert 2 == main(["graph"])
     assert "which application?" in capsys.readouterr().err
+
+
+def test_a_handler_of_two_messages_is_one_node_reached_by_either() -> None:
+    registry = Registry()
+
+    @registry.register(raises=[OrderCancelled])
+    def place_order(command: PlaceOrder) -> None: ...
+
+    @registry.register
+    def audit(event: OrderPlaced | OrderCancelled) -> None: ...
+
+    lines = registry.graph().splitlines()
+
+    (audit_node,) = [line for line in lines if "[[" in line and "audit" in line]
+    node_id = audit_node.split("[[")[0].strip()
+    assert audit_node.endswith(":::handler")
+    assert 2 == sum(1 for line in lines if line.endswith(f"--> {node_id}"))

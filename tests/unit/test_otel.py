@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import pytest
 import tenacity
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -430,15 +431,25 @@ def test_the_stability_opt_in_adds_the_older_attribute_when_asked_for_both(
 ) -> None:
     monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http, messaging/dup")
     t = Telemetered("sync")
+    t.registry.route(ChargeCard, to="payments.commands")
     t.register(_plain_place_order)
     try:
-        t.handle(t.bus(), PlaceOrder("o1"))
+        bus = t.bus(uow=OutboxUnitOfWork)
+        t.handle(bus, PlaceOrder("o1"))
+        with t.tracer_provider.get_tracer("the web app").start_as_current_span("POST /charges"):
+            bus.send(ChargeCard("o1"))
     finally:
         set_creation_hook(None)
 
-    (span,) = t.finished()
-    assert "deliver" == span.attributes["messaging.operation"]
-    assert "process" == span.attributes["messaging.operation.type"]
+    process, create, _ = t.finished()
+    assert ("deliver", "process") == (
+        process.attributes["messaging.operation"],
+        process.attributes["messaging.operation.type"],
+    )
+    assert ("create", "create") == (
+        create.attributes["messaging.operation"],
+        create.attributes["messaging.operation.type"],
+    )
 
 
 @pytest.mark.parametrize("value", ["", "messaging", "http"])
@@ -500,3 +511,143 @@ def test_importing_messagebus_loads_no_opentelemetry() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert "[]" == result.stdout.strip()
+
+
+def test_a_counted_store_is_still_the_kind_of_store_it_wraps() -> None:
+    from messagebus.dead_letters import InMemoryDeadLetterStore, ManagedDeadLetterStore
+
+    store = InMemoryDeadLetterStore()
+    t = Telemetered("sync")
+    try:
+        counted = t.telemetry.dead_letters(store)
+    finally:
+        set_creation_hook(None)
+
+    assert isinstance(counted, ManagedDeadLetterStore)
+    assert store.list == counted.list  # type: ignore[attr-defined]
+
+
+def test_a_store_whose_add_is_awaited_is_counted_once_it_has_kept_the_letter() -> None:
+    kept: list[Any] = []
+
+    class AsyncStore:
+        async def add(self, letter: Any) -> None:
+            kept.append(letter)
+
+    t = Telemetered("async")
+    t.letters = AsyncStore()  # type: ignore[assignment]
+
+    def pay(event: PaymentRequested) -> None:
+        raise Flaky("the bank is down")
+
+    t.register(pay)
+    try:
+        t.handle(t.bus(), PaymentRequested("o1"))
+    finally:
+        set_creation_hook(None)
+
+    assert 1 == len(kept)
+    assert 1 == t.counters()[("messagebus.dead_lettered", f"{__name__}.{pay.__qualname__}")]
+
+
+def test_a_trace_context_survives_the_serializer() -> None:
+    from messagebus import Serializer
+
+    serializer = Serializer([PlaceOrder])
+    metadata = attrs.evolve(Metadata.new(), trace_context={"traceparent": "00-" + "1" * 32})
+
+    dumped = serializer.dump(PlaceOrder("o1"), metadata)
+    _, loaded = serializer.load_with_metadata(json.loads(json.dumps(dumped)))
+
+    assert metadata == loaded
+    assert "trace_context" not in serializer.dump_metadata(Metadata.new())
+
+
+@pytest.mark.parametrize(
+    ("trace_context", "error"),
+    [
+        ({"traceparent": 5}, "expected a str, got int 5"),
+        ({str(n): "x" for n in range(17)}, "trace_context has 17 entries; at most 16 are kept"),
+        ({"traceparent": "x" * 9000}, "trace_context entry 'traceparent' is too long"),
+    ],
+)
+def test_a_bad_trace_context_from_outside_is_refused_and_named(
+    trace_context: Any, error: str
+) -> None:
+    from messagebus import InvalidMessageDataError, Serializer
+
+    serializer = Serializer([PlaceOrder])
+    data = serializer.dump(PlaceOrder("o1"), Metadata.new())
+    data["metadata"]["trace_context"] = trace_context
+
+    with pytest.raises(InvalidMessageDataError) as raised:
+        serializer.load_with_metadata(data)
+
+    assert error in str(raised.value)
+
+
+def test_metadata_refuses_a_trace_context_that_is_not_text() -> None:
+    with pytest.raises(TypeError, match="trace_context must map str to str"):
+        attrs.evolve(Metadata.new(), trace_context={"traceparent": b"00-"})
+    with pytest.raises(TypeError, match="trace_context must be a mapping of str to str"):
+        attrs.evolve(Metadata.new(), trace_context=["traceparent"])
+
+
+def test_a_malformed_trace_context_from_outside_starts_a_trace_of_its_own(
+    t: Telemetered,
+) -> None:
+    t.register(_plain_place_order)
+    metadata = attrs.evolve(Metadata.new(), trace_context={"traceparent": "not a traceparent"})
+
+    t.handle(t.bus(), PlaceOrder("o1"), metadata=metadata)
+
+    (span,) = t.finished()
+    assert (None, ()) == (span.parent, tuple(span.links))
+
+
+def test_a_context_the_application_gave_is_sent_as_it_is(t: Telemetered) -> None:
+    t.registry.route(ChargeCard, to="payments.commands")
+    uows: list[Any] = []
+    factory = AsyncOutboxUnitOfWork if t.kind == "async" else OutboxUnitOfWork
+
+    def uow() -> Any:
+        uows.append(factory())
+        return uows[-1]
+
+    bus = t.bus(uow=uow)
+    given = {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    metadata = attrs.evolve(Metadata.new(), trace_context=given)
+    with t.tracer_provider.get_tracer("the web app").start_as_current_span("POST /charges"):
+        sent = bus.send(ChargeCard("o1"), metadata=metadata)
+        if t.kind == "async":
+            asyncio.run(sent)
+
+    (outgoing,) = [message for unit in uows for message in unit.outgoing]
+    assert given == json.loads(outgoing.metadata)["trace_context"]
+    assert ["POST /charges"] == [span.name for span in t.finished()]
+
+
+def test_with_a_tracer_that_records_nothing_events_carry_no_context() -> None:
+    t = Telemetered("sync")
+    t.telemetry = Telemetry(
+        tracer_provider=trace.NoOpTracerProvider(), meter_provider=t.meter_provider
+    )
+    seen: list[Metadata] = []
+
+    def place_order(command: PlaceOrder, context: Context) -> str:
+        context.emit(OrderPlaced(command.orderid))
+        return command.orderid
+
+    def ship(event: OrderPlaced, metadata: Metadata) -> None:
+        seen.append(metadata)
+
+    t.register(place_order)
+    t.register(ship)
+    try:
+        t.handle(t.bus(), PlaceOrder("o1"))
+    finally:
+        set_creation_hook(None)
+
+    assert [None] == [metadata.trace_context for metadata in seen]
+    assert "<Telemetry tracer=" in repr(t.telemetry)
+    assert repr(t.letters) in repr(t.telemetry.dead_letters(t.letters))
