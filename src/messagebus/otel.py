@@ -36,6 +36,9 @@ Nothing is paid by a bus without it: its middleware chain is empty.
   span (PRODUCER) when it is written to the outbox within a trace; its
   context goes with the message (``Metadata.trace_context``, W3C Trace
   Context), so that its handlers in another process continue the trace.
+- A relay publishing outbox messages wraps each publication in
+  :meth:`Telemetry.sending`: a ``send {destination}`` span (CLIENT) linked to
+  the creation context of each message.
 
 **Metrics** (attributes ``messaging.system``, ``messaging.destination.name``
 and ``messagebus.handler``):
@@ -67,9 +70,11 @@ read it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -83,6 +88,7 @@ from ._version import __version__
 from .messages import Message, Metadata, message_name
 from .middleware import AsyncMiddleware, AsyncNext, HandlerCall, Middleware, Next
 from .observe import Attempt, DeadLetter, DeadLetterStore
+from .transport import OutgoingMessage
 
 __all__ = ["Telemetry", "async_tracing", "tracing"]
 
@@ -314,6 +320,52 @@ class Telemetry:
         span.end()
         return carrier or None
 
+    @contextlib.contextmanager
+    def sending(
+        self, destination: str, messages: Sequence[OutgoingMessage], *, system: str = SYSTEM
+    ) -> Iterator[Any]:
+        """The span of one publication of outbox messages to a broker, for a relay.
+
+        ``send {destination}``, kind CLIENT (each message has its own
+        creation context, from its ``create`` span), linked to the creation
+        context each message carries in its metadata; ``system`` is the
+        broker's name for ``messaging.system`` (``redis``, ``rabbitmq``). An
+        exception raised inside marks the span failed, with ``error.type``,
+        and goes on. Yields the span.
+        """
+        links = [
+            Link(context, {"messaging.message.id": message.message_id})
+            for message in messages
+            for context in _creation_context_of(message.metadata)
+        ]
+        attributes: dict[str, Any] = {
+            "messaging.system": system,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": destination,
+        }
+        if len(messages) == 1:
+            attributes["messaging.message.id"] = messages[0].message_id
+        else:
+            attributes["messaging.batch.message_count"] = len(messages)
+        if self._dup:
+            attributes["messaging.operation"] = "publish"
+        with self._tracer.start_as_current_span(
+            f"send {destination}",
+            kind=SpanKind.CLIENT,
+            links=links,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield span
+            except BaseException as exc:
+                span.set_attribute("error.type", _error_type(exc))
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
+                raise
+
     # -- the listener and the dead-letter store ------------------------------------------
 
     def message_dispatched(self, message: Message, metadata: Metadata) -> None:
@@ -350,6 +402,20 @@ class Telemetry:
                 "messagebus.handler": letter.handler,
             },
         )
+
+
+def _creation_context_of(metadata_json: str) -> list[trace.SpanContext]:
+    """The creation context in an outgoing message's metadata: none, or one that is valid."""
+    try:
+        metadata = json.loads(metadata_json)
+    except ValueError:
+        return []
+    carried = metadata.get("trace_context") if isinstance(metadata, dict) else None
+    if not isinstance(carried, dict):
+        return []
+    carrier = {k: v for k, v in carried.items() if isinstance(k, str) and isinstance(v, str)}
+    context = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
+    return [context] if context.is_valid else []
 
 
 class _CountingStore:

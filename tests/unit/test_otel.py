@@ -438,10 +438,13 @@ def test_the_stability_opt_in_adds_the_older_attribute_when_asked_for_both(
         t.handle(bus, PlaceOrder("o1"))
         with t.tracer_provider.get_tracer("the web app").start_as_current_span("POST /charges"):
             bus.send(ChargeCard("o1"))
+        with t.telemetry.sending("payments.commands", []):
+            pass
     finally:
         set_creation_hook(None)
 
-    process, create, _ = t.finished()
+    process, create, _, sent = t.finished()
+    assert "publish" == sent.attributes["messaging.operation"]
     assert ("deliver", "process") == (
         process.attributes["messaging.operation"],
         process.attributes["messaging.operation.type"],
@@ -651,3 +654,58 @@ def test_with_a_tracer_that_records_nothing_events_carry_no_context() -> None:
     assert [None] == [metadata.trace_context for metadata in seen]
     assert "<Telemetry tracer=" in repr(t.telemetry)
     assert repr(t.letters) in repr(t.telemetry.dead_letters(t.letters))
+
+
+def _outgoing(message_id: str, trace_context: dict[str, str] | None) -> Any:
+    from messagebus.transport import OutgoingMessage
+
+    metadata: dict[str, Any] = {"message_id": message_id}
+    if trace_context is not None:
+        metadata["trace_context"] = trace_context
+    return OutgoingMessage(message_id, "OrderPlaced", 1, "{}", json.dumps(metadata), "orders", "k")
+
+
+def test_a_relays_send_span_links_to_each_messages_creation_context(t: Telemetered) -> None:
+    tracer = t.tracer_provider.get_tracer("the web app")
+    carriers = []
+    for name in ("create orders 1", "create orders 2"):
+        with tracer.start_as_current_span(name):
+            carrier: dict[str, str] = {}
+            from opentelemetry.propagate import inject
+
+            inject(carrier)
+            carriers.append(carrier)
+    messages = [
+        _outgoing("m1", carriers[0]),
+        _outgoing("m2", carriers[1]),
+        _outgoing("m3", None),
+        _outgoing("m4", {"traceparent": "garbage"}),
+        attrs.evolve(_outgoing("m5", None), metadata="not json"),
+    ]
+
+    with t.telemetry.sending("orders", messages, system="redis"):
+        pass
+
+    *created, sent = t.finished()
+    assert ("send orders", SpanKind.CLIENT) == (sent.name, sent.kind)
+    assert [c.context.span_id for c in created] == [link.context.span_id for link in sent.links]
+    assert ["m1", "m2"] == [link.attributes["messaging.message.id"] for link in sent.links]
+    assert {
+        "messaging.system": "redis",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": "orders",
+        "messaging.batch.message_count": 5,
+    } == dict(sent.attributes or {})
+
+
+def test_a_failed_publication_marks_its_send_span(t: Telemetered) -> None:
+    with pytest.raises(ConnectionError), t.telemetry.sending("orders", [_outgoing("m1", None)]):
+        raise ConnectionError("the broker went away")
+
+    (sent,) = t.finished()
+    assert (StatusCode.ERROR, "ConnectionError", "m1") == (
+        sent.status.status_code,
+        sent.attributes["error.type"],
+        sent.attributes["messaging.message.id"],
+    )
