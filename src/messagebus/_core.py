@@ -200,6 +200,7 @@ class BusCore:
         )
         check_required(require_handlers, self._commands)
         registry.freeze()  # a handler registered later would never be called: refused instead
+        self._registry = registry
         self._serializer = serializer_for(registry)
         self._uow_factory = uow
         self._outbox = self._make_outbox(registry, uow)
@@ -297,6 +298,13 @@ class BusCore:
             for message_type, plans in self._events.items()
         )
         return wired
+
+    def graph(self, format: Literal["mermaid", "dot", "svg"] = "mermaid") -> str:
+        """The message-flow graph of this bus's wiring, as :meth:`Registry.graph` draws it.
+
+        The same text as ``messagebus graph --app ...``, for a notebook or a test.
+        """
+        return self._registry.graph(format)
 
     def check(self, require_handlers: Iterable[type[Command[Any]] | types.ModuleType]) -> None:
         """Fail when a required command has no handler: the start-up check, asked later.

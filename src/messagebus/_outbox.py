@@ -6,20 +6,38 @@ before it commits, and the routed ones are staged with
 ``uow.stage_outgoing(...)``: written to the outbox in the same transaction.
 Their ids are fixed here, so that the message a relay publishes and the one
 handled here are the same message.
+
+The trace context of what is sent comes from a *creation hook*, which
+:mod:`messagebus.otel` installs when it is used (so that nothing here imports
+OpenTelemetry): given where a message goes and its metadata, it returns the
+context to send with it, or None.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from ._context import MESSAGE, Envelope, metadata_of
 from .exceptions import ConfigurationError, DispatchError
-from .messages import Command, Message, message_name, message_version
+from .messages import Command, Message, Metadata, message_name, message_version
 from .routing import Route
 from .serialization import Serializer
 from .transport import OutgoingMessage
+
+#: ``hook(destination, message_name, metadata) -> trace context or None``.
+CreationHook = Callable[[str, str, Metadata], "Mapping[str, str] | None"]
+
+#: The creation hook in use, if any (a list, so that it is set in one place).
+_creation_hook: list[CreationHook | None] = [None]
+
+
+def set_creation_hook(hook: CreationHook | None) -> None:
+    """Install (or, with None, remove) the hook that gives outgoing messages a trace context."""
+    _creation_hook[0] = hook
 
 
 class Outbox:
@@ -38,10 +56,17 @@ class Outbox:
         """The message of ``envelope`` as the outbox keeps it; its id is fixed now."""
         message = envelope[MESSAGE]
         metadata = metadata_of(envelope)
+        name = message_name(type(message))
+        hook = _creation_hook[0]
+        if hook is not None and metadata.trace_context is None:
+            # A context the application gave is kept as it is; else the hook's.
+            trace_context = hook(route.destination, name, metadata)
+            if trace_context:
+                metadata = attrs.evolve(metadata, trace_context=trace_context)
         serializer = self._serializer
         return OutgoingMessage(
             message_id=str(metadata.message_id),
-            name=message_name(type(message)),
+            name=name,
             version=message_version(type(message)),
             payload=json.dumps(serializer.dump_payload(message), separators=(",", ":")),
             metadata=json.dumps(serializer.dump_metadata(metadata), separators=(",", ":")),

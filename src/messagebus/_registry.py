@@ -6,7 +6,7 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
@@ -53,6 +53,8 @@ class Registration:
     message_type: type[Message]
     retry: RetryPolicy | None
     uow: bool
+    #: What the handler says it may raise (events) or send (commands): for the graph.
+    raises: tuple[type[Message], ...] = ()
 
     @property
     def name(self) -> str:
@@ -181,6 +183,7 @@ class Registry:
         message: type[Message] | Iterable[type[Message]] | None = None,
         retry: RetryPolicy | None = None,
         uow: bool = True,
+        raises: Iterable[type[Message]] = (),
     ) -> F: ...
 
     @overload
@@ -192,6 +195,7 @@ class Registry:
         message: type[Command[R]],
         retry: RetryPolicy | None = None,
         uow: bool = True,
+        raises: Iterable[type[Message]] = (),
     ) -> _CommandHandlerDecorator[R]: ...
 
     @overload
@@ -203,6 +207,7 @@ class Registry:
         message: type[Event] | Iterable[type[Message]] | None = None,
         retry: RetryPolicy | None = None,
         uow: bool = True,
+        raises: Iterable[type[Message]] = (),
     ) -> Callable[[F], F]: ...
 
     def register(
@@ -213,6 +218,7 @@ class Registry:
         message: type[Message] | Iterable[type[Message]] | None = None,
         retry: RetryPolicy | None = None,
         uow: bool = True,
+        raises: Iterable[type[Message]] = (),
     ) -> Any:
         """Register a handler, directly or as a decorator.
 
@@ -226,6 +232,10 @@ class Registry:
             retry: This handler's retry policy instead of the bus's default.
             uow: False for a handler that does no storage work: it runs
                 without a unit of work.
+            raises: The events it may raise and the commands it may send.
+                Nothing checks or enforces this (what a handler raises
+                cannot be read from it): it is what ``messagebus graph``
+                draws from the handler.
 
         Raises:
             MissingAnnotationError: The message type can be found neither in
@@ -235,7 +245,7 @@ class Registry:
         """
 
         def decorate(fn: F) -> F:
-            self._add(fn, message, retry, uow)
+            self._add(fn, message, retry, uow, raises)
             return fn
 
         if handler is None:
@@ -248,6 +258,7 @@ class Registry:
         message: type[Message] | Iterable[type[Message]] | None,
         retry: RetryPolicy | None,
         uow: bool,
+        raises: Iterable[type[Message]] = (),
     ) -> None:
         if self._frozen:
             raise FrozenRegistryError(handler)
@@ -271,11 +282,22 @@ class Registry:
                     handler, f"{message_type!r} is not a Command or Event type"
                 )
         message_types = tuple(dict.fromkeys(message_types))
+        if isinstance(raises, type) or not isinstance(raises, Iterable):
+            raise ConfigurationError(
+                f"raises= of {handler_name(handler)} takes a list of message types, not {raises!r}"
+            )
+        raised = tuple(dict.fromkeys(raises))
+        for raised_type in raised:
+            if not (isinstance(raised_type, type) and issubclass(raised_type, (Command, Event))):
+                raise ConfigurationError(
+                    f"raises= of {handler_name(handler)} takes Command and Event types, "
+                    f"not {raised_type!r}"
+                )
         # Check every type before changing anything, so a refused call leaves no trace.
         for message_type in message_types:
             self._refuse_duplicate(message_type, handler)
         for message_type in message_types:
-            registration = Registration(handler, message_type, retry, uow)
+            registration = Registration(handler, message_type, retry, uow, raised)
             if issubclass(message_type, Command):
                 self._commands[message_type] = registration
             else:
@@ -385,3 +407,23 @@ class Registry:
     def events(self) -> Mapping[type[Message], tuple[Registration, ...]]:
         """The event handlers by event type, in registration order."""
         return types.MappingProxyType({k: tuple(v) for k, v in self._events.items()})
+
+    def graph(self, format: Literal["mermaid", "dot", "svg"] = "mermaid") -> str:
+        """The message-flow graph of these handlers and routes, as ``messagebus graph`` draws it.
+
+        Commands -> their handler -> the events it declares it raises
+        (``register(raises=...)``) -> their handlers, and where routed messages
+        go. A command sent that nothing handles, and an event handler whose
+        event nothing raises, stand out.
+
+        Args:
+            format: ``"mermaid"`` (Mermaid text), ``"dot"`` (Graphviz), or
+                ``"svg"`` (drawn by Graphviz's ``dot``, which must be installed).
+
+        Raises:
+            ValueError: An unknown format.
+            RuntimeError: SVG was asked for and ``dot`` is not installed.
+        """
+        from . import _graph  # only when drawn
+
+        return _graph.render(self, format)

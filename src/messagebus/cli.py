@@ -1,4 +1,4 @@
-"""The ``messagebus`` command: replay logs, and look after dead letters.
+"""The ``messagebus`` command: replay logs, look after dead letters, draw the wiring.
 
 ::
 
@@ -9,6 +9,7 @@
     messagebus dead-letters show  ID --app APP [--json]
     messagebus dead-letters retry (ID ... | --type NAME | --all) --app APP
     messagebus dead-letters purge (ID ... | --type NAME | --resolved | --all) --app APP
+    messagebus graph --app APP [--format mermaid|dot|svg] [--output FILE]
     messagebus --version | --help
 
 ``--app`` names the application's own code (trusted, unlike a log), as
@@ -75,6 +76,7 @@ import click
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
+from ._registry import Registry
 from ._version import __version__
 from .dead_letters import (
     AsyncDeadLetters,
@@ -144,6 +146,21 @@ def load_app(spec: str) -> Bus:
         CannotStart: The module, the file or the factory cannot be found, the
             factory fails, or it returns something other than a bus.
     """
+    value = _load(spec)
+    if not isinstance(value, (MessageBus, AsyncMessageBus)):
+        value = getattr(value, "bus", value)
+    if not isinstance(value, (MessageBus, AsyncMessageBus)):
+        raise CannotStart(
+            f"--app {spec} gave {type(value).__qualname__}, not a MessageBus or AsyncMessageBus"
+        )
+    return value
+
+
+def _load(spec: str) -> Any:
+    """What ``module:attribute`` names: the attribute, or what it returns when called.
+
+    A bus or a registry is taken as it is, not called.
+    """
     where, colon, attribute = spec.rpartition(":")
     if not (colon and where and attribute):
         raise CannotStart(
@@ -166,20 +183,13 @@ def load_app(spec: str) -> Bus:
             target = getattr(target, part)
         except AttributeError:
             raise CannotStart(f"{module_name!r} has no {attribute!r} (from --app {spec})") from None
-    value = target
-    if not isinstance(target, (MessageBus, AsyncMessageBus)) and callable(target):
-        try:
-            value = target()
-        except Exception as exc:
-            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            raise CannotStart(f"the factory {spec} failed:\n{detail}") from exc
-    if not isinstance(value, (MessageBus, AsyncMessageBus)):
-        value = getattr(value, "bus", value)
-    if not isinstance(value, (MessageBus, AsyncMessageBus)):
-        raise CannotStart(
-            f"--app {spec} gave {type(value).__qualname__}, not a MessageBus or AsyncMessageBus"
-        )
-    return value
+    if isinstance(target, (MessageBus, AsyncMessageBus, Registry)) or not callable(target):
+        return target
+    try:
+        return target()
+    except Exception as exc:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        raise CannotStart(f"the factory {spec} failed:\n{detail}") from exc
 
 
 def _importable(path: str, spec: str) -> str:
@@ -574,7 +584,7 @@ def _show_help_and_stop(ctx: click.Context) -> None:
 )
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """Replay logged messages; look after dead letters.
+    """Replay logged messages; look after dead letters; draw the message flow.
 
     Every command takes the application with --app module:factory (or
     path/to/file.py:factory, or $MESSAGEBUS_APP). Shell completion:
@@ -759,6 +769,58 @@ def purge_command(
     if not (everything or ids or message_name is not None or resolved):
         raise click.UsageError("give letter ids, --type NAME, --resolved or --all")
     return _purge(app, list(ids), message_name, resolved, everything)
+
+
+# -- graph ---------------------------------------------------------------------------
+
+
+def _wiring(app: str | None) -> Registry | Bus:
+    """The registry or bus that ``--app`` names (a registry needs no database to draw)."""
+    spec = app or os.environ.get("MESSAGEBUS_APP")
+    if not spec:
+        raise CannotStart("which application? give --app module:factory (or MESSAGEBUS_APP)")
+    value = _load(spec)
+    if isinstance(value, Registry):
+        return value
+    return load_app(spec)
+
+
+@cli.command("graph", context_settings=_CONTEXT)
+@_app_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["mermaid", "dot", "svg"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid text, Graphviz DOT, or SVG (needs Graphviz's dot)",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="write to this file instead of stdout",
+)
+def graph_command(app: str | None, output_format: str, output: str | None) -> int:
+    """Draw who handles what: commands, handlers, events, and what leaves the process.
+
+    From the wiring alone: what a handler raises is what it declared with
+    register(raises=[...]). A command sent that nothing handles, and an event
+    handler whose event nothing raises, stand out. --app may also name a
+    Registry (module:registry).
+    """
+    from . import _graph  # drawn only here
+
+    wiring = _wiring(app)
+    try:
+        text = wiring.graph(output_format)  # type: ignore[arg-type]
+    except _graph.GraphvizNotFoundError as exc:
+        raise CannotStart(str(exc)) from None
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+    return OK
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import itertools
 import os
 import random
 import uuid
+from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
@@ -187,6 +188,33 @@ def _check_aware(instance: object, attribute: attrs.Attribute[Any], value: _dt.d
         raise ValueError(f"{attribute.name} must be a timezone-aware datetime, not {value!r}")
 
 
+#: A trace context larger than this came from no propagator: refused, not kept.
+_TRACE_CONTEXT_ENTRIES = 16
+_TRACE_CONTEXT_TEXT = 8192
+
+
+class _TraceContextError(ValueError):
+    """A trace context that no propagator made; its text says what is wrong."""
+
+
+def _check_trace_context(
+    instance: object, attribute: attrs.Attribute[Any], value: Mapping[str, str] | None
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise TypeError(f"trace_context must be a mapping of str to str, not {value!r}")
+    if len(value) > _TRACE_CONTEXT_ENTRIES:
+        raise _TraceContextError(
+            f"trace_context has {len(value)} entries; at most {_TRACE_CONTEXT_ENTRIES} are kept"
+        )
+    for key, text in value.items():
+        if type(key) is not str or type(text) is not str:
+            raise TypeError(f"trace_context must map str to str, not {key!r}: {text!r}")
+        if len(key) + len(text) > _TRACE_CONTEXT_TEXT:
+            raise _TraceContextError(f"trace_context entry {key[:40]!r} is too long")
+
+
 @attrs.frozen
 class Metadata:
     """What the bus knows of one dispatch of a message, kept beside its payload.
@@ -204,12 +232,23 @@ class Metadata:
             nothing per attempt or only its ``Context``), it is fixed when
             first needed, during the handling; always before the creation
             time of the events that follow from the message.
+        trace_context: The trace the message belongs to, as W3C Trace Context
+            headers (``traceparent``, and ``tracestate`` when there is one);
+            ``None`` when it was made outside any trace or without
+            :mod:`messagebus.otel`. It travels with the message out of the
+            process, and the handling of the message continues that trace.
+            It is not inherited: each message gets the context of the span
+            that raised or sent it.
     """
 
     message_id: uuid.UUID
     correlation_id: uuid.UUID
     causation_id: uuid.UUID | None
     created_at: _dt.datetime = attrs.field(validator=_check_aware)
+    # Left out of the hash (a mapping has none); compared as the other fields are.
+    trace_context: Mapping[str, str] | None = attrs.field(
+        default=None, kw_only=True, hash=False, validator=_check_trace_context
+    )
 
     @classmethod
     def new(

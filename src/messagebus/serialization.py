@@ -44,7 +44,7 @@ from .exceptions import (
     MessageNameConflictError,
     UnknownMessageError,
 )
-from .messages import Message, Metadata, message_name, message_version
+from .messages import Message, Metadata, _TraceContextError, message_name, message_version
 
 __all__ = ["REDACTED", "Serializer", "make_converter", "sensitive"]
 
@@ -64,7 +64,7 @@ def _fail(value: object, expected: str) -> typing.NoReturn:
 
 
 def _format_error(exc: BaseException, target: type | None) -> str:
-    if isinstance(exc, _ShapeError):
+    if isinstance(exc, (_ShapeError, _TraceContextError)):
         return str(exc)
     return format_exception(exc, target)
 
@@ -540,8 +540,11 @@ class Serializer:
             raise InvalidMessageDataError(name, lines, data) from exc
 
     def dump_metadata(self, metadata: Metadata) -> dict[str, Any]:
-        """Metadata as a JSON-safe dict."""
-        return typing.cast(dict[str, Any], self._converter.unstructure(metadata))
+        """Metadata as a JSON-safe dict (``trace_context`` only when there is one)."""
+        data = typing.cast(dict[str, Any], self._converter.unstructure(metadata))
+        if data.get("trace_context", 0) is None:
+            del data["trace_context"]
+        return data
 
     def load_metadata(self, data: object) -> Metadata:
         """Metadata from a dict made by :meth:`dump_metadata`."""

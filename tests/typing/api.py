@@ -25,6 +25,7 @@ from messagebus import (
     RetryPolicy,
 )
 from messagebus.logging import configure_logging
+from messagebus.otel import tracing
 from messagebus.testing import FakeUnitOfWork, InMemoryRepository
 
 if sys.version_info >= (3, 11):
@@ -64,7 +65,7 @@ batches: InMemoryRepository[Batch] = InMemoryRepository(key=lambda batch: batch.
 batches.add(Batch("b1", 100))
 
 
-@registry.register(message=Allocate)
+@registry.register(message=Allocate, raises=[Allocated])
 def allocate(command: Allocate, uow: FakeUnitOfWork) -> str:
     batch: Batch | None = uow.batches.get("b1")
     assert batch is not None
@@ -95,6 +96,10 @@ assert_type(bus.handle(ChangeBatchQuantity("b1", 50)), None)
 assert_type(bus.handle(Allocated("o3", "b1")), None)
 # A decorated handler keeps its own signature.
 assert_type(allocate(Allocate("o4", "LAMP", 1), FakeUnitOfWork(batches=batches)), str)
+
+assert_type(bus.graph(), str)
+assert_type(registry.graph("dot"), str)
+traced = MessageBus(Registry(), middleware=[tracing()])
 
 ref: str = bus.handle(Allocate("o5", "LAMP", 1))
 assert ref.upper() == "B1"

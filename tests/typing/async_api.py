@@ -27,6 +27,7 @@ from messagebus import (
     Registry,
     RetryPolicy,
 )
+from messagebus.otel import async_tracing
 from messagebus.testing import FakeAsyncUnitOfWork, InMemoryRepository
 
 if sys.version_info >= (3, 11):
@@ -94,6 +95,7 @@ async def sleep(seconds: float) -> None:
 
 
 bus = AsyncMessageBus(registry, uow=lambda: FakeAsyncUnitOfWork(batches=batches), sleep=sleep)
+traced = AsyncMessageBus(Registry(), middleware=[async_tracing()])
 
 
 async def main() -> None:

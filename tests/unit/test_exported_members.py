@@ -9,6 +9,7 @@ import pytest
 import messagebus
 import messagebus.exceptions
 import messagebus.middleware
+import messagebus.otel
 import messagebus.testing
 
 EXPECTED_MESSAGEBUS = [
@@ -70,9 +71,13 @@ EXPECTED_TESTING = [
 #: Type aliases (``Next``, ``Middleware``, ...) are documented in the module's docstring.
 EXPECTED_MIDDLEWARE = ["AsyncMiddleware", "AsyncNext", "HandlerCall", "Middleware", "Next"]
 
-PUBLIC = [(messagebus, name) for name in messagebus.__all__] + [
-    (messagebus.testing, name) for name in messagebus.testing.__all__
-]
+EXPECTED_OTEL = ["Telemetry", "async_tracing", "tracing"]
+
+PUBLIC = (
+    [(messagebus, name) for name in messagebus.__all__]
+    + [(messagebus.testing, name) for name in messagebus.testing.__all__]
+    + [(messagebus.otel, name) for name in messagebus.otel.__all__]
+)
 PUBLIC_IDS = [f"{module.__name__}.{name}" for module, name in PUBLIC]
 
 EXCEPTIONS = [
@@ -94,13 +99,17 @@ def test_messagebus_testing_exports_exactly_these_names() -> None:
     assert EXPECTED_TESTING == messagebus.testing.__all__
 
 
+def test_messagebus_otel_exports_exactly_these_names() -> None:
+    assert EXPECTED_OTEL == messagebus.otel.__all__
+
+
 def test_messagebus_middleware_exports_exactly_these_names() -> None:
     assert EXPECTED_MIDDLEWARE == messagebus.middleware.__all__
 
 
 @pytest.mark.parametrize(
     "module",
-    [messagebus, messagebus.testing, messagebus.middleware],
+    [messagebus, messagebus.testing, messagebus.middleware, messagebus.otel],
     ids=lambda m: m.__name__,
 )
 def test_all_is_sorted(module: object) -> None:

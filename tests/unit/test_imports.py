@@ -9,7 +9,17 @@ import sys
 import pytest
 
 #: Top-level packages that only the optional adapters may import.
-HEAVY = ["aio_pika", "aiokafka", "kafka", "pika", "psycopg", "psycopg2", "redis", "sqlalchemy"]
+HEAVY = [
+    "aio_pika",
+    "aiokafka",
+    "kafka",
+    "opentelemetry",
+    "pika",
+    "psycopg",
+    "psycopg2",
+    "redis",
+    "sqlalchemy",
+]
 
 SCRIPT = """
 import importlib, json, sys

@@ -54,7 +54,7 @@ async def add_batch(cmd: commands.CreateBatch, uow: UnitOfWork) -> None:
     product.batches.append(model.Batch(cmd.ref, cmd.sku, cmd.qty, cmd.eta))
 
 
-@registry.register
+@registry.register(raises=[events.Allocated, events.OutOfStock])
 async def allocate(cmd: commands.Allocate, uow: UnitOfWork) -> str | None:
     line = model.OrderLine(cmd.orderid, cmd.sku, cmd.qty)
     product = await uow.products.get(line.sku)
@@ -63,7 +63,7 @@ async def allocate(cmd: commands.Allocate, uow: UnitOfWork) -> str | None:
     return product.allocate(line)
 
 
-@registry.register
+@registry.register(raises=[events.Deallocated])
 async def change_batch_quantity(cmd: commands.ChangeBatchQuantity, uow: UnitOfWork) -> None:
     product = await uow.products.get(cmd.sku)
     if product is None:
@@ -97,6 +97,6 @@ async def remove_allocation_from_read_model(
     await views.remove(event.orderid, event.sku)
 
 
-@registry.register
+@registry.register(raises=[events.Allocated, events.OutOfStock])
 async def reallocate(event: events.Deallocated, uow: UnitOfWork) -> None:
     await allocate(commands.Allocate(event.orderid, event.sku, event.qty), uow)

@@ -55,7 +55,7 @@ def add_batch(cmd: commands.CreateBatch, uow: UnitOfWork) -> None:
     product.batches.append(model.Batch(cmd.ref, cmd.sku, cmd.qty, cmd.eta))
 
 
-@registry.register
+@registry.register(raises=[events.Allocated, events.OutOfStock])
 def allocate(cmd: commands.Allocate, uow: UnitOfWork) -> str | None:
     line = model.OrderLine(cmd.orderid, cmd.sku, cmd.qty)
     product = uow.products.get(line.sku)
@@ -64,7 +64,7 @@ def allocate(cmd: commands.Allocate, uow: UnitOfWork) -> str | None:
     return product.allocate(line)
 
 
-@registry.register
+@registry.register(raises=[events.Deallocated])
 def change_batch_quantity(cmd: commands.ChangeBatchQuantity, uow: UnitOfWork) -> None:
     product = uow.products.get(cmd.sku)
     if product is None:
@@ -92,6 +92,6 @@ def remove_allocation_from_read_model(event: events.Deallocated, views: Allocati
     views.remove(event.orderid, event.sku)
 
 
-@registry.register
+@registry.register(raises=[events.Allocated, events.OutOfStock])
 def reallocate(event: events.Deallocated, uow: UnitOfWork) -> None:
     allocate(commands.Allocate(event.orderid, event.sku, event.qty), uow)
