@@ -55,6 +55,7 @@ EXPECTED_TESTING = [
     "Dispatch",
     "FakeAsyncUnitOfWork",
     "FakeUnitOfWork",
+    "InMemoryInbox",
     "InMemoryRepository",
     "Recorder",
     "RepositoryView",

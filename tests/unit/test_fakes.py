@@ -317,6 +317,8 @@ class ProductRow(Base):
 #: as attributes): the bus commits, rolls back, closes and collects the new events;
 #: repositories (an application's own, too) track what they hand out.
 UNIT_OF_WORK = {"commit", "rollback", "close", "collect_new_events", "seen", "track"}
+#: What the bus uses of a unit of work for a message delivered by a consumer.
+UNIT_OF_WORK |= {"claim_incoming"}
 #: What a test checks of the fake only.
 FAKE_ONLY = {"committed", "rolled_back", "closed"}
 #: The session, for queries that no repository offers: a real database only.

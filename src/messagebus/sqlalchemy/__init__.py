@@ -32,6 +32,7 @@ For :class:`~messagebus.AsyncMessageBus`, the same on an ``AsyncSession``
 from ._async_repository import AsyncSqlAlchemyRepository
 from ._async_unit_of_work import AsyncSqlAlchemyUnitOfWork
 from ._dead_letters import SqlAlchemyDeadLetterStore, dead_letter_table
+from ._inbox import inbox_table, purge_inbox
 from ._repository import SqlAlchemyRepository
 from ._unit_of_work import SqlAlchemyUnitOfWork
 
@@ -42,4 +43,6 @@ __all__ = [
     "SqlAlchemyRepository",
     "SqlAlchemyUnitOfWork",
     "dead_letter_table",
+    "inbox_table",
+    "purge_inbox",
 ]

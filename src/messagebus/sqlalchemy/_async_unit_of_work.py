@@ -8,12 +8,14 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messagebus.exceptions import ConfigurationError
 from messagebus.unit_of_work import AbstractAsyncUnitOfWork, _repository
 
 from ._async_repository import AsyncSqlAlchemyRepository
+from ._inbox import claim_statement, default_inbox_table
 from ._unit_of_work import _INFO_KEY, _check_repositories, _listen_for_flushes
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
@@ -61,6 +63,8 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
     Args:
         session_factory: Makes the session, e.g. an ``async_sessionmaker``;
             called once.
+        inbox_table: The inbox table of :meth:`claim_incoming` (by default
+            ``messagebus_inbox``).
         **repositories: :class:`~messagebus.sqlalchemy.AsyncSqlAlchemyRepository`
             declarations by the attribute name they are reached by.
 
@@ -73,9 +77,12 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
         self,
         session_factory: Callable[[], AsyncSession],
         /,
+        *,
+        inbox_table: sqlalchemy.Table | None = None,
         **repositories: AsyncSqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
+        self._inbox_table = inbox_table
         _check_repositories(self, AsyncSqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, AsyncSession):
@@ -95,6 +102,19 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
 
     def __getattr__(self, name: str) -> AsyncSqlAlchemyRepository[Any]:
         return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
+
+    async def claim_incoming(self, message_id: str, handler: str) -> bool:
+        """Record in the inbox table that ``handler`` handles the delivered message
+        ``message_id``, in this unit of work's transaction (as
+        :meth:`SqlAlchemyUnitOfWork.claim_incoming
+        <messagebus.sqlalchemy.SqlAlchemyUnitOfWork.claim_incoming>` does).
+
+        Returns False when that handler has handled the message before.
+        """
+        table = self._inbox_table if self._inbox_table is not None else default_inbox_table()
+        dialect = self.session.get_bind().dialect.name
+        result = await self.session.execute(claim_statement(dialect, table, message_id, handler))
+        return result.first() is not None  # the claim's row, RETURNING it: inserted
 
     async def _commit(self) -> None:
         await self.session.commit()

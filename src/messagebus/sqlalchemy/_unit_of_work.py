@@ -15,6 +15,7 @@ from sqlalchemy.orm import InstanceState, Session, UOWTransaction
 from messagebus.exceptions import ConfigurationError
 from messagebus.unit_of_work import AbstractUnitOfWork, _repository
 
+from ._inbox import claim_statement, default_inbox_table
 from ._repository import SqlAlchemyRepository
 
 __all__ = ["SqlAlchemyUnitOfWork"]
@@ -75,8 +76,13 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     sets. On PostgreSQL at ``REPEATABLE READ`` or ``SERIALIZABLE`` the conflict
     may surface as a serialisation failure (SQLSTATE 40001) instead: retried too.
 
+    **Delivered messages** are claimed in an inbox table
+    (:meth:`claim_incoming`): ``messagebus_inbox`` unless ``inbox_table``
+    names the application's own (:func:`~messagebus.sqlalchemy.inbox_table`).
+
     Args:
         session_factory: Makes the session, e.g. a ``sessionmaker``; called once.
+        inbox_table: The inbox table (by default ``messagebus_inbox``).
         **repositories: Repository declarations by the attribute name they
             are reached by.
 
@@ -89,9 +95,12 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self,
         session_factory: Callable[[], Session],
         /,
+        *,
+        inbox_table: sqlalchemy.Table | None = None,
         **repositories: SqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
+        self._inbox_table = inbox_table
         _check_repositories(self, SqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, Session):
@@ -107,6 +116,21 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
 
     def __getattr__(self, name: str) -> SqlAlchemyRepository[Any]:
         return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
+
+    def claim_incoming(self, message_id: str, handler: str) -> bool:
+        """Record in the inbox table that ``handler`` handles the delivered message
+        ``message_id``, in this unit of work's transaction.
+
+        Returns False when the inbox has that row already: the message was
+        handled by that handler (and committed) before, so it is not handled
+        again. On PostgreSQL a concurrent claim of the same pair waits for the
+        first transaction to end, then sees its row (or, had it rolled back,
+        claims it). The row commits, or rolls back, with the handler's change.
+        """
+        table = self._inbox_table if self._inbox_table is not None else default_inbox_table()
+        dialect = self.session.get_bind().dialect.name
+        result = self.session.execute(claim_statement(dialect, table, message_id, handler))
+        return result.first() is not None  # the claim's row, RETURNING it: inserted
 
     def _commit(self) -> None:
         self.session.commit()

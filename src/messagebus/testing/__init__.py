@@ -26,6 +26,7 @@ from ._fakes import (
     AsyncRepositoryView,
     FakeAsyncUnitOfWork,
     FakeUnitOfWork,
+    InMemoryInbox,
     InMemoryRepository,
     RepositoryView,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Dispatch",
     "FakeAsyncUnitOfWork",
     "FakeUnitOfWork",
+    "InMemoryInbox",
     "InMemoryRepository",
     "Recorder",
     "RepositoryView",
