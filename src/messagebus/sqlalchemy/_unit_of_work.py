@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -12,10 +12,13 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.orm import InstanceState, Session, UOWTransaction
 
+from messagebus._wakeup import wake_relays
 from messagebus.exceptions import ConfigurationError
+from messagebus.transport import OutgoingMessage
 from messagebus.unit_of_work import AbstractUnitOfWork, _repository
 
 from ._inbox import claim_statement, default_inbox_table
+from ._outbox import check_messages, stage_statements
 from ._repository import SqlAlchemyRepository
 
 __all__ = ["SqlAlchemyUnitOfWork"]
@@ -80,9 +83,15 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     (:meth:`claim_incoming`): ``messagebus_inbox`` unless ``inbox_table``
     names the application's own (:func:`~messagebus.sqlalchemy.inbox_table`).
 
+    **Outgoing messages** are written to an outbox table
+    (:meth:`stage_outgoing`) in the same transaction: ``messagebus_outbox``
+    unless ``outbox_table`` names the application's own
+    (:func:`~messagebus.sqlalchemy.outbox_table`).
+
     Args:
         session_factory: Makes the session, e.g. a ``sessionmaker``; called once.
         inbox_table: The inbox table (by default ``messagebus_inbox``).
+        outbox_table: The outbox table (by default ``messagebus_outbox``).
         **repositories: Repository declarations by the attribute name they
             are reached by.
 
@@ -97,10 +106,13 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         /,
         *,
         inbox_table: sqlalchemy.Table | None = None,
+        outbox_table: sqlalchemy.Table | None = None,
         **repositories: SqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
         self._inbox_table = inbox_table
+        self._outbox_table = outbox_table
+        self._outgoing: list[OutgoingMessage] = []
         _check_repositories(self, SqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, Session):
@@ -132,10 +144,35 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         result = self.session.execute(claim_statement(dialect, table, message_id, handler))
         return result.first() is not None  # the claim's row, RETURNING it: inserted
 
+    def stage_outgoing(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Send ``messages`` if, and only if, this unit of work commits.
+
+        They are written to the outbox table at commit, in its transaction,
+        after the change's own rows (whose row locks order two transactions
+        that change the same aggregate: the second one's rows come after the
+        first one's); a relay publishes them. Rollback discards them. On
+        PostgreSQL the commit also notifies the relays that listen; in this
+        process, relays are woken when the commit returns.
+
+        Raises:
+            TypeError: Something other than an :class:`~messagebus.transport.OutgoingMessage`.
+        """
+        check_messages(messages)
+        self._outgoing.extend(messages)
+
     def _commit(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing:
+            self.session.flush()
+            dialect = self.session.get_bind().dialect.name
+            for statement, parameters in stage_statements(dialect, self._outbox_table, outgoing):
+                self.session.execute(statement, parameters)
         self.session.commit()
+        if outgoing:
+            wake_relays()
 
     def _rollback(self) -> None:
+        self._outgoing = []
         self.session.rollback()
 
     def close(self) -> None:

@@ -6,10 +6,11 @@ import builtins
 import copy
 import threading
 import typing
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from messagebus.exceptions import ConcurrencyError, ConfigurationError
+from messagebus.transport import OutgoingMessage
 from messagebus.unit_of_work import (
     AbstractAsyncUnitOfWork,
     AbstractUnitOfWork,
@@ -209,6 +210,8 @@ class _FakeRepositories:
         self._views = {name: repo._view(repo, tracker) for name, repo in repositories.items()}
         self._inbox = inbox
         self._claims: list[tuple[str, str]] = []
+        self._staged: list[OutgoingMessage] = []
+        self.outgoing: list[OutgoingMessage] = []
         self.committed = 0
         self.rolled_back = 0
         self.closed = False
@@ -242,12 +245,25 @@ class _FakeRepositories:
                 _commit_views(self._views.values())
                 inbox._handled.update(self._claims)
             self._claims = []
+        self.outgoing.extend(self._staged)
+        self._staged = []
         self.committed += 1
+
+    def stage_outgoing(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Keep ``messages`` to send: added to :attr:`outgoing` if this unit of
+        work commits, discarded if it rolls back (the outbox of the fakes)."""
+        for message in messages:
+            if not isinstance(message, OutgoingMessage):
+                raise TypeError(
+                    f"stage_outgoing takes OutgoingMessage values, not {type(message).__qualname__}"
+                )
+        self._staged.extend(messages)
 
     def _discard(self) -> None:
         for view in self._views.values():
             view._working.clear()
         self._claims = []
+        self._staged = []
         self.rolled_back += 1
 
     def __getattr__(self, name: str) -> Any:
@@ -306,10 +322,15 @@ class FakeUnitOfWork(_FakeRepositories, AbstractUnitOfWork):
     the delivered messages claimed with :meth:`claim_incoming`, as the inbox
     table of ``SqlAlchemyUnitOfWork`` does.
 
+    Messages given to :meth:`stage_outgoing` (to leave the process) are kept
+    in its ``outgoing`` list when it commits, as ``SqlAlchemyUnitOfWork``
+    writes them to its outbox table.
+
     Attributes:
         committed: How many times it committed.
         rolled_back: How many times it rolled back.
         closed: Whether it was closed.
+        outgoing: The messages staged by the attempts it committed, in order.
     """
 
     def claim_incoming(self, message_id: str, handler: str) -> bool:
