@@ -9,7 +9,7 @@ messages given here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from ._async_bus import AsyncMessageBus
@@ -21,9 +21,10 @@ __all__ = ["deliver", "deliver_async"]
 
 def deliver(bus: MessageBus, message: Message, metadata: Metadata) -> None:
     """Handle a delivered message with its metadata; a command's failure is raised."""
-    bus.handle(message, metadata=metadata)
+    # A command or an event: which one the data said (the bus checks it).
+    bus.handle(cast(Any, message), metadata=metadata)
 
 
 async def deliver_async(bus: AsyncMessageBus, message: Message, metadata: Metadata) -> None:
     """Handle a delivered message with its metadata on the async bus."""
-    await bus.handle(message, metadata=metadata)
+    await bus.handle(cast(Any, message), metadata=metadata)
