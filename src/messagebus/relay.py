@@ -324,8 +324,9 @@ class Relay:
         listener.start()
         _log.info("relay_started", table=self.outbox.table.fullname)
         failures = 0
-        next_cleanup = time.monotonic()
         try:
+            self._cleanup()  # at start, then every cleanup_interval
+            next_cleanup = time.monotonic() + self._settings.cleanup_interval
             while not self._stopping.is_set():
                 if time.monotonic() >= next_cleanup:
                     self._cleanup()
@@ -499,13 +500,12 @@ class AsyncRelay:
         listener = asyncio.create_task(self._listen(wake)) if self._settings.listen else None
         _log.info("relay_started", table=self.outbox.table.fullname)
         failures = 0
-        next_cleanup = time.monotonic()
         try:
+            await self._cleanup()  # at start, then every cleanup_interval
+            next_cleanup = time.monotonic() + self._settings.cleanup_interval
             while not self._stopping:
                 if time.monotonic() >= next_cleanup:
-                    retention = self._settings.retention
-                    if retention is not None:
-                        self.stats.deleted += await self.outbox.delete_sent(retention)
+                    await self._cleanup()
                     next_cleanup = time.monotonic() + self._settings.cleanup_interval
                 wake.clear()
                 try:
@@ -533,6 +533,11 @@ class AsyncRelay:
                     await listener
             _log.info("relay_stopped", **attrs.asdict(self.stats))
         return self.stats
+
+    async def _cleanup(self) -> None:
+        retention = self._settings.retention
+        if retention is not None:
+            self.stats.deleted += await self.outbox.delete_sent(retention)
 
     async def _listen(self, wake: asyncio.Event) -> None:
         channel = self.outbox.notify_channel

@@ -272,17 +272,28 @@ class _Queries:
         )
         return sa.and_(_pending(t), ~waiting)
 
-    def candidate_keys(self, now: _dt.datetime, limit: int) -> sa.Select[Any]:
-        t = self.table
-        oldest = sa.select(t.c.partition_key, t.c.id).where(self._takeable(now))
-        first = oldest.order_by(t.c.id).limit(limit).subquery()
-        return sa.select(first.c.partition_key).distinct()
+    def lock_keys(self, now: _dt.datetime, limit: int) -> sa.Select[Any]:
+        """PostgreSQL: lock up to ``limit`` keys no other relay holds, oldest first.
 
-    def lock_keys(self) -> sa.TextClause:
-        return sa.text(
-            "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
-            "WHERE pg_try_advisory_xact_lock(:space, hashtext(k))"
+        The keys of the oldest takeable rows (a window ten batches long), each
+        with its oldest row's id, sorted; then, in that order, each key's
+        advisory lock is tried until ``limit`` are taken. The inner ``LIMIT``
+        keeps the sort below the lock's filter, so that only the keys this
+        relay takes are locked.
+        """
+        t = self.table
+        window = sa.select(t.c.partition_key, t.c.id).where(self._takeable(now))
+        window_rows = window.order_by(t.c.id).limit(limit * 10).subquery()
+        first = sa.func.min(window_rows.c.id).label("first")
+        keys = (
+            sa.select(window_rows.c.partition_key.label("k"), first)
+            .group_by(window_rows.c.partition_key)
+            .order_by(first)
+            .limit(limit * 10)
+            .subquery()
         )
+        locked = sa.func.pg_try_advisory_xact_lock(self.lock_space, sa.func.hashtext(keys.c.k))
+        return sa.select(keys.c.k).where(locked).limit(limit)
 
     def rows(self, now: _dt.datetime, keys: Sequence[str] | None, limit: int) -> sa.Select[Any]:
         t = self.table
@@ -397,18 +408,13 @@ class SqlAlchemyOutbox:
         return Claim(entries, connection=connection)
 
     def _claim(self, connection: Connection, limit: int) -> list[OutboxEntry]:
-        # On PostgreSQL: the keys of the oldest takeable rows, then those of them no
-        # other relay holds (locked until this transaction ends), then their rows, read
-        # by a statement that starts after the locks were taken: it sees every row the
-        # relay that held a key before marked sent.
+        # On PostgreSQL: the oldest keys no other relay holds (locked until this
+        # transaction ends), then their rows, read by a statement that starts after
+        # the locks were taken: it sees every row the key's previous holder marked.
         q, now = self._queries, self.clock()
         keys: list[str] | None = None
         if self._postgres:
-            candidates = list(connection.execute(q.candidate_keys(now, limit)).scalars())
-            if not candidates:
-                return []
-            locked = connection.execute(q.lock_keys(), {"keys": candidates, "space": q.lock_space})
-            keys = list(locked.scalars())
+            keys = list(connection.execute(q.lock_keys(now, limit)).scalars())
             if not keys:
                 return []
         rows = connection.execute(q.rows(now, keys, limit)).mappings()
@@ -512,13 +518,7 @@ class AsyncSqlAlchemyOutbox:
         q, now = self._queries, self.clock()
         keys: list[str] | None = None
         if self._postgres:
-            candidates = list((await connection.execute(q.candidate_keys(now, limit))).scalars())
-            if not candidates:
-                return []
-            locked = await connection.execute(
-                q.lock_keys(), {"keys": candidates, "space": q.lock_space}
-            )
-            keys = list(locked.scalars())
+            keys = list((await connection.execute(q.lock_keys(now, limit))).scalars())
             if not keys:
                 return []
         rows = (await connection.execute(q.rows(now, keys, limit))).mappings()
