@@ -14,8 +14,8 @@ from sqlalchemy.orm import sessionmaker
 from messagebus.redis import RedisPublisher
 from messagebus.relay import BrokerUnavailable, Published, Relay
 from messagebus.sqlalchemy import Claim, SqlAlchemyOutbox, SqlAlchemyUnitOfWork
+from tests.servers import RedisServer, unique_name
 
-from ..servers import RedisServer, unique_name
 from ._relay_helpers import first_seen, make_engine, make_outbox, message, read_stream, write
 
 pytestmark = pytest.mark.integration
