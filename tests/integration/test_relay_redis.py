@@ -128,7 +128,11 @@ class CrashingRelay(Relay):
         self.batches += 1
         self._crash("before claim")
         claim = super().claim()
-        self._crash("after claim")
+        try:
+            self._crash("after claim")
+        except Crash:
+            self.outbox.release(claim)  # the process's connections die with it
+            raise
         return claim
 
     def publish(self, claim: Claim) -> Published:

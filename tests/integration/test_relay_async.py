@@ -1,0 +1,250 @@
+"""The asyncio relay on a real Redis: the same protocol, awaited.
+
+The tests are coroutines, run by anyio's pytest plugin on asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+import sqlalchemy as sa
+import tenacity
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from messagebus.redis import AsyncRedisPublisher
+from messagebus.relay import AsyncRelay, BrokerUnavailable, Published
+from messagebus.sqlalchemy import AsyncSqlAlchemyOutbox, AsyncSqlAlchemyUnitOfWork, Claim
+from tests.servers import RedisServer, unique_name
+
+from ._relay_helpers import first_seen, make_outbox, message, read_stream, write
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def urls(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_database_factory: Callable[[], str]
+) -> tuple[str, str]:
+    """The same database, as a sync URL (to write rows) and an async one."""
+    if request.param == "sqlite":
+        path = tmp_path / "outbox.db"
+        return f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}"
+    url = postgres_database_factory()
+    return url, url
+
+
+@pytest.fixture
+async def engines(urls: tuple[str, str]) -> AsyncIterator[tuple[sa.Engine, AsyncEngine]]:
+    sync_engine, async_engine = sa.create_engine(urls[0]), create_async_engine(urls[1])
+    yield sync_engine, async_engine
+    await async_engine.dispose()
+    sync_engine.dispose()
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def reader(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+class Crash(BaseException):
+    """The relay's process dies here."""
+
+
+async def test_every_row_is_published_in_order_and_marked_sent(
+    engines: tuple[sa.Engine, AsyncEngine], client: redis.asyncio.Redis, reader: redis.Redis
+) -> None:
+    store = make_outbox(engines[0])
+    outbox = AsyncSqlAlchemyOutbox(engines[1], table=store.table)
+    stream = unique_name("relay")
+    pairs = [(f"k{n % 3}", n) for n in range(20)]
+    write(store, [message(stream, key, n) for key, n in pairs])
+
+    relay = AsyncRelay(outbox, AsyncRedisPublisher(client), batch_size=6, listen=False)
+    stats = await relay.run_until_idle()
+
+    assert pairs == read_stream(reader, stream)
+    assert (20, 4, 0) == (stats.sent, stats.batches, await outbox.pending())
+
+
+@pytest.mark.parametrize("point", ["after claim", "after publish", "after mark"])
+async def test_after_a_crash_at_a_step_a_new_relay_delivers_every_row_in_order(
+    engines: tuple[sa.Engine, AsyncEngine],
+    client: redis.asyncio.Redis,
+    reader: redis.Redis,
+    point: str,
+) -> None:
+    store = make_outbox(engines[0])
+    outbox = AsyncSqlAlchemyOutbox(engines[1], table=store.table)
+    stream = unique_name("relay")
+    pairs = [(f"k{n % 3}", n) for n in range(20)]
+    write(store, [message(stream, key, n) for key, n in pairs])
+
+    class CrashingRelay(AsyncRelay):
+        async def claim(self) -> Claim:
+            claim = await super().claim()
+            if point == "after claim" and self.stats.batches == 1:
+                await self.outbox.release(claim)  # the process's connections die with it
+                raise Crash(point)
+            return claim
+
+        async def publish(self, claim: Claim) -> Published:
+            published = await super().publish(claim)
+            if point == "after publish" and self.stats.batches == 1:
+                raise Crash(point)
+            return published
+
+        async def mark(self, claim: Claim, published: Published) -> None:
+            await super().mark(claim, published)
+            if point == "after mark":
+                raise Crash(point)
+
+    publisher = AsyncRedisPublisher(client)
+    with pytest.raises(Crash, match=point):
+        await CrashingRelay(outbox, publisher, batch_size=5, listen=False).run_until_idle()
+    await AsyncRelay(outbox, publisher, batch_size=5, listen=False).run_until_idle()
+
+    expected: dict[str, list[int]] = {}
+    for key, n in pairs:
+        expected.setdefault(key, []).append(n)
+    assert expected == first_seen(read_stream(reader, stream))
+    assert 0 == await outbox.pending()
+
+
+async def test_a_commit_of_an_async_unit_of_work_wakes_the_running_relay(
+    engines: tuple[sa.Engine, AsyncEngine], client: redis.asyncio.Redis
+) -> None:
+    store = make_outbox(engines[0])
+    outbox = AsyncSqlAlchemyOutbox(engines[1], table=store.table)
+    stream = unique_name("relay")
+    relay = AsyncRelay(outbox, AsyncRedisPublisher(client), poll_interval=3600, listen=True)
+    task = asyncio.create_task(relay.run())
+    try:
+        uow = AsyncSqlAlchemyUnitOfWork(async_sessionmaker(engines[1]), outbox_table=store.table)
+        uow.stage_outgoing([message(stream, "k", 1)])
+        await uow.commit()
+        await uow.close()
+        # Blocks on Redis; the bound only turns a hang into a failure (no poll for an hour).
+        found = await client.xread({stream: "0-0"}, block=30_000)
+    finally:
+        relay.stop()
+        stats = await task
+    assert 1 == len(found[0][1])
+    assert 1 == stats.sent
+
+
+async def test_the_running_relay_backs_off_while_redis_is_down_then_goes_on(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.db"
+    sync_engine = sa.create_engine(f"sqlite:///{path}")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    store = make_outbox(sync_engine)
+    outbox = AsyncSqlAlchemyOutbox(engine, table=store.table)
+    stream = unique_name("relay")
+    write(store, [message(stream, "k", n) for n in range(3)])
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            redis_server.start()
+
+    relay = AsyncRelay(
+        outbox,
+        AsyncRedisPublisher(client),
+        sleep=sleep,
+        backoff=tenacity.wait_exponential(multiplier=1, max=3),
+        on_batch=lambda stats: relay.stop(),
+        listen=False,
+        retention=dt.timedelta(days=1),
+    )
+    redis_server.stop()
+    with pytest.raises(BrokerUnavailable):
+        await relay.relay_batch()
+    stats = await relay.run()
+
+    assert [1.0, 2.0, 3.0] == waits
+    assert (3, 1) == (stats.sent, stats.outages)
+    await client.aclose()
+    await engine.dispose()
+    sync_engine.dispose()
+
+
+async def test_stop_before_run_starts_ends_it_at_once(
+    engines: tuple[sa.Engine, AsyncEngine], client: redis.asyncio.Redis
+) -> None:
+    store = make_outbox(engines[0])
+    outbox = AsyncSqlAlchemyOutbox(engines[1], table=store.table)
+    relay = AsyncRelay(outbox, AsyncRedisPublisher(client), poll_interval=3600)
+
+    relay.stop()
+    stats = await relay.run()
+
+    assert 0 == stats.batches
+
+
+async def test_the_async_store_parks_lists_retries_and_deletes_like_the_sync_one(
+    engines: tuple[sa.Engine, AsyncEngine],
+) -> None:
+    store = make_outbox(engines[0])
+    outbox = AsyncSqlAlchemyOutbox(engines[1], table=store.table, max_tries=1)
+    write(store, [message("s", "a", 1), message("s", "b", 2)])
+
+    claim = await outbox.claim(10)
+    first, second = claim.entries
+    await outbox.finish(claim, [second.id], {first.id: "refused"})
+
+    assert [first.id] == [entry.id for entry in await outbox.list_parked(limit=5)]
+    assert 1 == await outbox.retry_parked()
+    assert 1 == await outbox.pending()
+    assert 1 == await outbox.delete_sent(dt.timedelta(0))
+    assert "messagebus_outbox" in repr(outbox)
+    await outbox.create_table()  # exists already: nothing happens
+
+
+async def test_the_async_publisher_trims_but_keeps_what_a_group_has_pending(
+    client: redis.asyncio.Redis, reader: redis.Redis
+) -> None:
+    stream = unique_name("trim")
+    publisher = AsyncRedisPublisher(client, maxlen=2)
+    await AsyncRedisPublisher(client).publish([message(stream, "k", n) for n in range(3)])
+    await client.xgroup_create(stream, "workers", id="0")
+    await client.xreadgroup("workers", "c1", {stream: ">"}, count=1)  # the first: pending
+
+    assert [None] * 3 == await publisher.publish([message(stream, "k", n) for n in range(3, 6)])
+
+    assert [("k", n) for n in range(6)] == read_stream(reader, stream)
+    (major, _, _) = await publisher.version()
+    assert major >= 5
+    assert "maxlen=2" in repr(publisher)
+
+
+async def test_an_unreachable_redis_is_broker_unavailable(redis_server: RedisServer) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    redis_server.stop()
+    publisher = AsyncRedisPublisher(client)
+
+    with pytest.raises(BrokerUnavailable, match="Redis"):
+        await publisher.publish([message("s", "k", 1)])
+    with pytest.raises(BrokerUnavailable, match="Redis"):
+        await publisher.version()
+    await client.aclose()
