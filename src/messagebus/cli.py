@@ -9,6 +9,8 @@
     messagebus dead-letters show  ID --app module:factory [--json]
     messagebus dead-letters retry (ID ... | --type NAME | --all) --app module:factory
     messagebus dead-letters purge (ID ... | --type NAME | --resolved | --all) --app module:factory
+    messagebus relay --db URL --redis URL [--app module:factory] [--once] [...]
+    messagebus outbox parked --db URL  |  messagebus outbox retry (ID ... | --all) --db URL
 
 ``--app module:factory`` names the application's own code (trusted, unlike a
 log): a function that takes no arguments and returns a
@@ -42,6 +44,7 @@ from typing import Any
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
+from ._relay_cli import add_relay_commands
 from .dead_letters import (
     AsyncDeadLetters,
     DeadLetterNotFoundError,
@@ -445,6 +448,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:FACTORY",
         help="the application: a function that returns its bus (default: $MESSAGEBUS_APP)",
     )
+
+    add_relay_commands(commands, app)
 
     replay_ = commands.add_parser(
         "replay",

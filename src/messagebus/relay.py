@@ -133,7 +133,8 @@ class RelayStats:
     def summary(self) -> str:
         """One line for a terminal."""
         return (
-            f"sent {self.sent} in {self.batches} batches; {self.failed} refused, "
+            f"sent {self.sent} in {self.batches} batch{'' if self.batches == 1 else 'es'}; "
+            f"{self.failed} refused, "
             f"{self.parked} parked; broker unreachable {self.outages} times; "
             f"{self.deleted} old rows deleted"
         )
