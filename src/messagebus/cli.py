@@ -11,6 +11,7 @@
     messagebus dead-letters purge (ID ... | --type NAME | --resolved | --all) --app module:factory
     messagebus relay --db URL --redis URL [--app module:factory] [--once] [...]
     messagebus outbox parked --db URL  |  messagebus outbox retry (ID ... | --all) --db URL
+    messagebus consume --app module:factory --group G --stream S [--stream S ...] [--redis URL]
 
 ``--app module:factory`` names the application's own code (trusted, unlike a
 log): a function that takes no arguments and returns a
@@ -44,6 +45,7 @@ from typing import Any
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
+from ._consume_cli import add_consume_command
 from ._relay_cli import add_relay_commands
 from .dead_letters import (
     AsyncDeadLetters,
@@ -448,6 +450,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:FACTORY",
         help="the application: a function that returns its bus (default: $MESSAGEBUS_APP)",
     )
+
+    add_consume_command(commands, app, load_app=_app, cannot_start=CannotStart)
 
     add_relay_commands(commands, app)
 

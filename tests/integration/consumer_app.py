@@ -12,12 +12,14 @@ reads ``CONSUMER_TEST_DATABASE_URL``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import sqlalchemy
+import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -125,6 +127,8 @@ def build(
 
 def make_bus() -> MessageBus:
     """The application of the consumer processes."""
+    # Quiet: a line per handled message would cost the processes more than the handling.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     engine = make_engine(os.environ["CONSUMER_TEST_DATABASE_URL"])
     store = SqlAlchemyDeadLetterStore(engine)
     store.create_table()
