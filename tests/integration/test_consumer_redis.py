@@ -468,3 +468,25 @@ def test_a_payload_with_a_field_the_message_does_not_have_is_a_bad_entry(
     [letter] = letters.letters
     assert "invalid data for message 'consumer_test.Reserve'" in letter.error
     assert "extra" in letter.error
+
+
+def test_sigterm_stops_the_consumer_after_the_batch_in_hand_and_restores_the_handler(
+    engine: sqlalchemy.Engine, client: redis.Redis, stream: str, letters: InMemoryDeadLetters
+) -> None:
+    import os
+    import signal
+
+    publish(client, stream, "o1", "o2")
+    consumer = Consumer(app.build(engine, dead_letters=letters), reader(client, stream, batch=2))
+    handle = consumer.handle
+    before = signal.getsignal(signal.SIGTERM)
+
+    def handle_then_signal(message: Any, metadata: Metadata) -> None:
+        handle(message, metadata)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    consumer.handle = handle_then_signal  # type: ignore[method-assign]
+    summary = consumer.run(handle_signals=True)
+
+    assert (["o1", "o2"], 0, 2) == (app.handled(engine), pending(client, stream), summary.handled)
+    assert before == signal.getsignal(signal.SIGTERM)
