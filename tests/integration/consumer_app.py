@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,8 @@ class Fail(Exception):
 
 #: Orders whose handling raises (set by a test).
 FAILING: set[str] = set()
+#: Orders whose handling ends with a SIGTERM to this process (set by a test).
+TERMINATING: set[str] = set()
 
 
 def make_registry(*, claim: bool = True) -> Registry:
@@ -85,6 +88,8 @@ def make_registry(*, claim: bool = True) -> Registry:
         uow.session.add(
             Handled(message_id=str(metadata.message_id), order=cmd.order, handler="reserve")
         )
+        if cmd.order in TERMINATING:
+            os.kill(os.getpid(), signal.SIGTERM)
 
     @registry.register
     def note(event: Reserved, uow: SqlAlchemyUnitOfWork, metadata: Metadata) -> None:
