@@ -296,15 +296,14 @@ class Relay:
             BrokerUnavailable: The broker cannot be reached (the rows stay pending).
         """
         claim = self.claim()
-        if not claim.entries:
-            self.outbox.release(claim)
-            return 0
         try:
+            if not claim.entries:
+                return 0
             published = self.publish(claim)
-        except BaseException:
-            self.outbox.release(claim)  # as a crash would: the rows stay pending
-            raise
-        self.mark(claim, published)
+            self.mark(claim, published)
+        finally:
+            # Ends the claim if mark did not (as a crash would: its rows stay pending).
+            self.outbox.release(claim)
         _count(self.stats, self._settings, self.outbox.max_tries, claim, published)
         return len(claim.entries)
 
@@ -467,15 +466,13 @@ class AsyncRelay:
     async def relay_batch(self) -> int:
         """Claim, publish and mark one batch; returns how many rows it claimed."""
         claim = await self.claim()
-        if not claim.entries:
-            await self.outbox.release(claim)
-            return 0
         try:
+            if not claim.entries:
+                return 0
             published = await self.publish(claim)
-        except BaseException:
-            await self.outbox.release(claim)
-            raise
-        await self.mark(claim, published)
+            await self.mark(claim, published)
+        finally:
+            await self.outbox.release(claim)  # ends the claim if mark did not
         _count(self.stats, self._settings, self.outbox.max_tries, claim, published)
         return len(claim.entries)
 

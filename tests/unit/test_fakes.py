@@ -319,8 +319,10 @@ class ProductRow(Base):
 UNIT_OF_WORK = {"commit", "rollback", "close", "collect_new_events", "seen", "track"}
 #: What the bus uses of a unit of work for a message delivered by a consumer.
 UNIT_OF_WORK |= {"claim_incoming"}
+#: What the bus uses of a unit of work for messages that leave the process (the outbox).
+UNIT_OF_WORK |= {"stage_outgoing"}
 #: What a test checks of the fake only.
-FAKE_ONLY = {"committed", "rolled_back", "closed"}
+FAKE_ONLY = {"committed", "rolled_back", "closed", "outgoing"}
 #: The session, for queries that no repository offers: a real database only.
 SQLALCHEMY_ONLY = {"session"}
 #: What a handler uses of a repository.

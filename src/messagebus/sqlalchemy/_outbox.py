@@ -36,6 +36,7 @@ from typing import Any
 
 import attrs
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -73,7 +74,7 @@ def outbox_table(
     as JSON text, ``destination``, ``partition_key``); and its state
     (``created_at``, ``available_at``, ``sent_at``, ``tries``, ``last_error``,
     ``parked``). Times are aware, in UTC. Two partial indexes on the pending
-    rows serve the claim: by ``id``, and by ``(partition_key, available_at)``.
+    rows serve the claim: by ``id``, and by ``available_at``.
     """
     table = sa.Table(
         name,
@@ -97,8 +98,7 @@ def outbox_table(
     pending = _pending(table)
     sa.Index(f"{name}_pending", table.c.id, postgresql_where=pending, sqlite_where=pending)
     sa.Index(
-        f"{name}_pending_key",
-        table.c.partition_key,
+        f"{name}_pending_available",
         table.c.available_at,
         postgresql_where=pending,
         sqlite_where=pending,
@@ -246,50 +246,64 @@ def _entry(row: RowMapping) -> OutboxEntry:
 class _Queries:
     """The statements of both stores: built once per table, run by either."""
 
-    def __init__(self, table: sa.Table, *, max_tries: int, retry_delay: Callable[[int], float]):
+    def __init__(
+        self,
+        table: sa.Table,
+        *,
+        postgres: bool,
+        max_tries: int,
+        retry_delay: Callable[[int], float],
+    ):
         if max_tries < 1:
             raise ValueError(f"max_tries must be at least 1, not {max_tries}")
         self.table = table
+        self.postgres = postgres
         self.max_tries = max_tries
         self.retry_delay = retry_delay
         # Advisory locks take two int4: the first names this table, the second the key.
         self.lock_space = zlib.crc32(table.fullname.encode()) & 0x7FFFFFFF
 
-    def _takeable(self, now: _dt.datetime) -> sa.ColumnElement[bool]:
+    def _takeable(self, now: _dt.datetime, *columns: Any) -> sa.Select[Any]:
         """Pending rows with no pending row of their key at or before them waiting for
-        a retry: what may be published now without overtaking anything."""
+        a retry: what may be published now without overtaking anything.
+
+        The keys that wait, each with its first waiting row, are few (rows the
+        broker refused): found once, through the index on ``available_at``,
+        and joined, rather than looked for row by row.
+        """
         t = self.table
-        earlier = t.alias("earlier")
+        other = t.alias("waiting_rows")
         waiting = (
-            sa.select(sa.literal(1))
-            .where(
-                earlier.c.partition_key == t.c.partition_key,
-                _pending(earlier),
-                earlier.c.available_at > now,
-                earlier.c.id <= t.c.id,
-            )
-            .exists()
+            sa.select(other.c.partition_key, sa.func.min(other.c.id).label("first"))
+            .where(_pending(other), other.c.available_at > now)
+            .group_by(other.c.partition_key)
+            .subquery("waiting")
         )
-        return sa.and_(_pending(t), ~waiting)
+        joined = t.outerjoin(waiting, waiting.c.partition_key == t.c.partition_key)
+        return (
+            sa.select(*columns)
+            .select_from(joined)
+            .where(_pending(t), sa.or_(waiting.c.first.is_(None), t.c.id < waiting.c.first))
+        )
 
     def lock_keys(self, now: _dt.datetime, limit: int) -> sa.Select[Any]:
         """PostgreSQL: lock up to ``limit`` keys no other relay holds, oldest first.
 
-        The keys of the oldest takeable rows (a window ten batches long), each
+        The keys of the oldest takeable rows (a window four batches long), each
         with its oldest row's id, sorted; then, in that order, each key's
         advisory lock is tried until ``limit`` are taken. The inner ``LIMIT``
         keeps the sort below the lock's filter, so that only the keys this
         relay takes are locked.
         """
         t = self.table
-        window = sa.select(t.c.partition_key, t.c.id).where(self._takeable(now))
-        window_rows = window.order_by(t.c.id).limit(limit * 10).subquery()
+        window = self._takeable(now, t.c.partition_key, t.c.id)
+        window_rows = window.order_by(t.c.id).limit(limit * 4).subquery()
         first = sa.func.min(window_rows.c.id).label("first")
         keys = (
             sa.select(window_rows.c.partition_key.label("k"), first)
             .group_by(window_rows.c.partition_key)
             .order_by(first)
-            .limit(limit * 10)
+            .limit(limit * 4)
             .subquery()
         )
         locked = sa.func.pg_try_advisory_xact_lock(self.lock_space, sa.func.hashtext(keys.c.k))
@@ -297,14 +311,20 @@ class _Queries:
 
     def rows(self, now: _dt.datetime, keys: Sequence[str] | None, limit: int) -> sa.Select[Any]:
         t = self.table
-        query = sa.select(t).where(self._takeable(now))
-        if keys is not None:
-            query = query.where(t.c.partition_key.in_(keys))
+        query = self._takeable(now, *t.c)
+        if keys is not None:  # PostgreSQL: one array parameter, not one per key
+            array = sa.bindparam("keys", list(keys), type_=postgresql.ARRAY(sa.String))
+            query = query.where(t.c.partition_key == sa.any_(array))
         return query.order_by(t.c.id).limit(limit)
 
     def mark_sent(self, ids: Sequence[int], now: _dt.datetime) -> sa.Update:
         t = self.table
-        return t.update().where(t.c.id.in_(ids), t.c.sent_at.is_(None)).values(sent_at=now)
+        if self.postgres:
+            array = sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.BigInteger))
+            chosen = t.c.id == sa.any_(array)
+        else:
+            chosen = t.c.id.in_(ids)
+        return t.update().where(chosen, t.c.sent_at.is_(None)).values(sent_at=now)
 
     def failure(self, entry: OutboxEntry, error: str, now: _dt.datetime) -> sa.Update:
         t = self.table
@@ -378,8 +398,10 @@ class SqlAlchemyOutbox:
         self.engine = engine
         self.table = table if table is not None else default_outbox_table()
         self.clock = clock
-        self._queries = _Queries(self.table, max_tries=max_tries, retry_delay=retry_delay)
         self._postgres = engine.dialect.name == "postgresql"
+        self._queries = _Queries(
+            self.table, postgres=self._postgres, max_tries=max_tries, retry_delay=retry_delay
+        )
 
     @property
     def max_tries(self) -> int:
@@ -435,7 +457,8 @@ class SqlAlchemyOutbox:
             connection.close()
 
     def release(self, claim: Claim) -> None:
-        """End a claim without marking anything (its rows stay pending)."""
+        """End a claim without marking anything (its rows stay pending); nothing
+        happens if it has ended already."""
         claim._connection.close()
 
     def pending(self) -> int:
@@ -483,8 +506,10 @@ class AsyncSqlAlchemyOutbox:
         self.engine = engine
         self.table = table if table is not None else default_outbox_table()
         self.clock = clock
-        self._queries = _Queries(self.table, max_tries=max_tries, retry_delay=retry_delay)
         self._postgres = engine.dialect.name == "postgresql"
+        self._queries = _Queries(
+            self.table, postgres=self._postgres, max_tries=max_tries, retry_delay=retry_delay
+        )
 
     @property
     def max_tries(self) -> int:
