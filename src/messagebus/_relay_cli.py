@@ -36,6 +36,9 @@ __all__ = ["add_relay_commands"]
 #: The exit statuses (as in messagebus.cli).
 OK, NOT_DONE, CANNOT_START = 0, 1, 2
 
+#: Seconds between progress lines.
+PROGRESS_EVERY = 10.0
+
 _SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
 
 
@@ -122,7 +125,7 @@ def _relay(args: argparse.Namespace) -> int:
     last_report = [time.monotonic()]
 
     def progress(stats: RelayStats) -> None:
-        if not args.quiet and time.monotonic() - last_report[0] >= 10:
+        if not args.quiet and time.monotonic() - last_report[0] >= PROGRESS_EVERY:
             last_report[0] = time.monotonic()
             _say(f"relay: {stats.summary()}", err=True)
 

@@ -400,7 +400,7 @@ class _Listener:
                     while not self._stopping.is_set():
                         for _ in connection.notifies(timeout=0.5):
                             self._wake.set()
-            except psycopg.Error as exc:
+            except psycopg.Error as exc:  # pragma: no cover - a database that went away
                 _log.warning("relay_listen_failed", error=str(exc))
                 self._stopping.wait(1.0)  # then listen again; polling covers the gap
 
@@ -554,7 +554,7 @@ class AsyncRelay:
                     wake.set()
                     async for _ in connection.notifies():
                         wake.set()
-            except psycopg.Error as exc:
+            except psycopg.Error as exc:  # pragma: no cover - a database that went away
                 _log.warning("relay_listen_failed", error=str(exc))
                 await asyncio.sleep(1.0)
 

@@ -18,7 +18,7 @@ import tenacity
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from messagebus.redis import AsyncRedisPublisher
-from messagebus.relay import AsyncRelay, BrokerUnavailable, Published
+from messagebus.relay import AsyncRelay, BrokerUnavailable, Published, RelayStats
 from messagebus.sqlalchemy import AsyncSqlAlchemyOutbox, AsyncSqlAlchemyUnitOfWork, Claim
 from tests.servers import RedisServer, unique_name
 
@@ -248,3 +248,147 @@ async def test_an_unreachable_redis_is_broker_unavailable(redis_server: RedisSer
     with pytest.raises(BrokerUnavailable, match="Redis"):
         await publisher.version()
     await client.aclose()
+
+
+class RestartOnFirstWait(tenacity.wait.wait_base):
+    """A backoff that brings Redis back during the first wait, and waits little."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.calls = 0
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        self.calls += 1
+        if self.calls == 1:
+            self.server.start()
+        return 0.01
+
+
+async def test_the_running_relay_waits_out_an_outage_by_itself_and_loops_on_full_batches(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.db"
+    sync_engine = sa.create_engine(f"sqlite:///{path}")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    store = make_outbox(sync_engine)
+    outbox = AsyncSqlAlchemyOutbox(engine, table=store.table)
+    stream = unique_name("relay")
+    write(store, [message(stream, "k", n) for n in range(3)])
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    backoff = RestartOnFirstWait(redis_server)
+
+    def stop_when_done(stats: RelayStats) -> None:
+        if stats.sent == 3:
+            relay.stop()
+
+    relay = AsyncRelay(
+        outbox,
+        AsyncRedisPublisher(client),
+        batch_size=1,
+        poll_interval=3600,
+        backoff=backoff,
+        retention=None,
+        cleanup_interval=0,
+        on_batch=stop_when_done,
+        listen=False,
+    )
+    redis_server.stop()
+    stats = await relay.run()
+
+    assert (3, 3, 1, 1) == (stats.sent, stats.batches, stats.outages, backoff.calls)
+    await client.aclose()
+    await engine.dispose()
+    sync_engine.dispose()
+
+
+async def test_stop_from_another_thread_ends_the_run(
+    engines: tuple[sa.Engine, AsyncEngine], client: redis.asyncio.Redis
+) -> None:
+    store = make_outbox(engines[0])
+    outbox = AsyncSqlAlchemyOutbox(engines[1], table=store.table)
+    started = asyncio.Event()
+    relay = AsyncRelay(outbox, AsyncRedisPublisher(client), poll_interval=3600, listen=False)
+
+    async def stop_from_a_thread() -> None:
+        await started.wait()
+        await asyncio.to_thread(relay.stop)
+
+    original = outbox.delete_sent
+
+    async def delete_sent(older_than: dt.timedelta) -> int:
+        started.set()  # the run has begun: its first clean-up
+        return await original(older_than)
+
+    outbox.delete_sent = delete_sent  # type: ignore[method-assign]
+    stopper = asyncio.create_task(stop_from_a_thread())
+    stats = await relay.run()
+    await stopper
+
+    assert 0 == stats.batches
+    relay.stop()  # again, its loop still running: nothing happens
+
+
+def test_stop_after_the_loop_closed_does_nothing(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "outbox.db"
+    sync_engine = sa.create_engine(f"sqlite:///{path}")
+    store = make_outbox(sync_engine)
+
+    async def run() -> AsyncRelay:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        client = redis.asyncio.Redis.from_url(redis_url)
+        outbox = AsyncSqlAlchemyOutbox(engine, table=store.table)
+        relay = AsyncRelay(outbox, AsyncRedisPublisher(client), listen=False)
+        relay.stop()
+        await relay.run()
+        await client.aclose()
+        await engine.dispose()
+        return relay
+
+    relay = asyncio.run(run())
+    relay.stop()  # its loop is closed
+    sync_engine.dispose()
+
+
+async def test_a_claim_on_a_missing_table_raises(engines: tuple[sa.Engine, AsyncEngine]) -> None:
+    outbox = AsyncSqlAlchemyOutbox(engines[1])  # its table was never created
+
+    with pytest.raises(sa.exc.DBAPIError):
+        await outbox.claim(10)
+    assert "AsyncSqlAlchemyOutbox" in repr(outbox)
+
+
+async def test_two_async_claims_on_postgresql_never_share_a_key(
+    postgres_database_factory: Callable[[], str],
+) -> None:
+    url = postgres_database_factory()
+    sync_engine = sa.create_engine(url)
+    engine = create_async_engine(url)
+    store = make_outbox(sync_engine)
+    outbox = AsyncSqlAlchemyOutbox(engine, table=store.table)
+    write(store, [message("s", "a", n) for n in range(3)])
+
+    first = await outbox.claim(10)
+    second = await outbox.claim(10)
+    assert ([0, 1, 2], []) == (
+        [int(e.message.payload[-2]) for e in first.entries],
+        second.entries,
+    )
+    await outbox.release(second)
+    await outbox.finish(first, [], {})  # nothing sent: all stay pending
+    assert 3 == await outbox.pending()
+    await engine.dispose()
+    sync_engine.dispose()
+
+
+async def test_the_async_publisher_leaves_a_short_stream_and_refuses_a_bad_maxlen(
+    client: redis.asyncio.Redis, reader: redis.Redis
+) -> None:
+    stream = unique_name("trim")
+    await client.xadd(stream, {"a": "1"})
+    await client.xgroup_create(stream, "workers", id="0")
+
+    assert 0 == await AsyncRedisPublisher(client, maxlen=5)._trim(stream, 5)
+    assert [None] == await AsyncRedisPublisher(client, maxlen=1).publish([message(stream, "k", 1)])
+    assert 2 == reader.xlen(stream)  # the group was given neither: both kept
+    with pytest.raises(ValueError, match="maxlen must be at least 1, not 0"):
+        AsyncRedisPublisher(client, maxlen=0)

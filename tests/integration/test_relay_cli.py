@@ -191,3 +191,54 @@ def test_the_relay_process_relays_until_sigterm_then_stops_cleanly(
     assert 0 == process.returncode, err
     assert "relay stopped: sent 5" in out
     assert [("k", n) for n in range(5)] == read_stream(client, stream)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (["--db", "mysql://u@127.0.0.1/x", "--redis", "redis://x"], "cannot use the database"),
+        (
+            ["--db", "postgresql+psycopg://postgres@127.0.0.1:1/x", "--redis", "redis://x"],
+            "cannot reach the database",
+        ),
+    ],
+)
+def test_a_database_that_cannot_be_used_is_reported(
+    arguments: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert 2 == main(["relay", *arguments, "--once"])
+    assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_batch_size_that_is_not_a_positive_number_is_refused(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert 2 == main(["relay", "--batch-size", value])
+    assert "--batch-size" in capsys.readouterr().err
+
+
+def test_progress_lines_never_show_a_password(
+    database: tuple[str, SqlAlchemyOutbox],
+    redis_server: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import messagebus._relay_cli
+
+    monkeypatch.setattr(messagebus._relay_cli, "PROGRESS_EVERY", 0.0)  # a line a batch
+    url, outbox = database
+    stream = unique_name("cli")
+    write(outbox, [message(stream, "k", n) for n in range(2)])
+    client = redis.Redis.from_url(redis_server.url)
+    client.config_set("requirepass", "s3cret")  # a server of this test's own
+    with_password = redis_server.url.replace("redis://", "redis://default:s3cret@")
+
+    status = main(["relay", "--db", url, "--redis", with_password, "--once", "--batch-size", "1"])
+
+    err = capsys.readouterr().err
+    assert 0 == status
+    assert "s3cret" not in err
+    assert "redis://***@127.0.0.1" in err
+    assert 2 == err.count("relay: sent")
+    client.close()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import sessionmaker
 
 from messagebus.redis import RedisPublisher
-from messagebus.relay import BrokerUnavailable, Published, Relay
+from messagebus.relay import BrokerUnavailable, Published, Relay, RelayStats
 from messagebus.sqlalchemy import Claim, SqlAlchemyOutbox, SqlAlchemyUnitOfWork
 from tests.servers import RedisServer, unique_name
 
@@ -483,3 +483,51 @@ def test_the_relay_deletes_rows_sent_before_the_retention_period(
         assert (
             0 == connection.execute(sa.select(sa.func.count()).select_from(outbox.table)).scalar()
         )
+
+
+def test_a_full_batch_is_followed_by_the_next_at_once_and_cleanup_may_be_off(
+    engine: sa.Engine, client: redis.Redis, stream: str
+) -> None:
+    outbox = make_outbox(engine)
+    write(outbox, [message(stream, "k", n) for n in range(3)])
+
+    def stop_when_done(stats: RelayStats) -> None:
+        if stats.sent == 3:
+            relay.stop()
+
+    relay = relay_of(
+        outbox,
+        client,
+        batch_size=1,
+        poll_interval=3600,  # a batch that was full is not followed by a wait
+        retention=None,
+        cleanup_interval=0,
+        on_batch=stop_when_done,
+    )
+    stats = relay.run()
+
+    assert (3, 3, 0) == (stats.sent, stats.batches, stats.deleted)
+    assert [("k", n) for n in range(3)] == read_stream(client, stream)
+
+
+def test_a_claim_on_a_missing_table_raises_and_holds_no_connection(
+    engine: sa.Engine,
+) -> None:
+    outbox = SqlAlchemyOutbox(engine)  # its table was never created
+
+    with pytest.raises(
+        sa.exc.ProgrammingError if engine.dialect.name == "postgresql" else sa.exc.OperationalError
+    ):
+        outbox.claim(10)
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
+
+
+def test_the_publisher_says_when_redis_cannot_be_reached(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    publisher = RedisPublisher(client)
+    redis_server.stop()
+
+    with pytest.raises(BrokerUnavailable, match="Redis"):
+        publisher.version()
+    assert "maxlen=None" in repr(publisher)
+    client.close()

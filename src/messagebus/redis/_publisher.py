@@ -67,23 +67,15 @@ def _group_floor(group: dict[str, Any], oldest_pending: str | None) -> str:
     return _after(_text(group["last-delivered-id"]))
 
 
-def safe_trim_id(
-    groups: Iterable[tuple[dict[str, Any], str | None]], newest_kept: str | None
-) -> str | None:
+def safe_trim_id(groups: Iterable[tuple[dict[str, Any], str | None]], newest_kept: str) -> str:
     """The ``MINID`` to trim to: entries older than it are neither needed by a
     group (pending, or not yet delivered) nor within the ``MAXLEN`` to keep.
 
     Args:
         groups: Each group (``XINFO GROUPS``) with its oldest pending entry's id
             (``XPENDING``), or None when nothing is pending.
-        newest_kept: The oldest entry within the length to keep (None: the
-            stream is not longer than that).
-
-    Returns:
-        None when nothing may be trimmed.
+        newest_kept: The oldest entry within the length to keep.
     """
-    if newest_kept is None:
-        return None
     floors = [_group_floor(group, pending) for group, pending in groups]
     return min([newest_kept, *floors], key=_stream_id)
 
@@ -115,8 +107,6 @@ def trim_stream(client: redis.Redis, stream: str, maxlen: int) -> int:
             oldest = _text(summary["min"])
         found.append((group, oldest))
     minid = safe_trim_id(found, _text(newest[-1][0]))
-    if minid is None:  # pragma: no cover - newest_kept is given
-        return 0
     return int(client.xtrim(stream, minid=minid, approximate=False))
 
 
@@ -216,8 +206,6 @@ class AsyncRedisPublisher:
                 oldest = _text(summary["min"])
             found.append((group, oldest))
         minid = safe_trim_id(found, _text(newest[-1][0]))
-        if minid is None:  # pragma: no cover - newest_kept is given
-            return 0
         return int(await client.xtrim(stream, minid=minid, approximate=False))
 
     async def version(self) -> tuple[int, int, int]:
