@@ -54,7 +54,7 @@ async def engines(urls: tuple[str, str]) -> AsyncIterator[tuple[sa.Engine, Async
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=60)  # blocking reads below
     yield client
     await client.aclose()
 

@@ -37,7 +37,7 @@ def database(tmp_path: Path) -> Iterator[tuple[str, SqlAlchemyOutbox]]:
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, socket_timeout=60)  # blocking reads below
     yield client
     client.close()
 

@@ -35,7 +35,7 @@ def engine(
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, socket_timeout=60)  # blocking reads below
     yield client
     client.close()
 
