@@ -262,10 +262,12 @@ class _Queries:
         self.retry_delay = retry_delay
         # Advisory locks take two int4: the first names this table, the second the key.
         self.lock_space = zlib.crc32(table.fullname.encode()) & 0x7FFFFFFF
+        self._build()
 
-    def _takeable(self, now: _dt.datetime, *columns: Any) -> sa.Select[Any]:
+    def _takeable(self, *columns: Any) -> sa.Select[Any]:
         """Pending rows with no pending row of their key at or before them waiting for
-        a retry: what may be published now without overtaking anything.
+        a retry (``available_at`` after the bound ``now``): what may be published now
+        without overtaking anything.
 
         The keys that wait, each with its first waiting row, are few (rows the
         broker refused): found once, through the index on ``available_at``,
@@ -275,7 +277,7 @@ class _Queries:
         other = t.alias("waiting_rows")
         waiting = (
             sa.select(other.c.partition_key, sa.func.min(other.c.id).label("first"))
-            .where(_pending(other), other.c.available_at > now)
+            .where(_pending(other), other.c.available_at > sa.bindparam("now"))
             .group_by(other.c.partition_key)
             .subquery("waiting")
         )
@@ -286,45 +288,57 @@ class _Queries:
             .where(_pending(t), sa.or_(waiting.c.first.is_(None), t.c.id < waiting.c.first))
         )
 
-    def lock_keys(self, now: _dt.datetime, limit: int) -> sa.Select[Any]:
-        """PostgreSQL: lock up to ``limit`` keys no other relay holds, oldest first.
-
-        The keys of the oldest takeable rows (a window four batches long), each
-        with its oldest row's id, sorted; then, in that order, each key's
-        advisory lock is tried until ``limit`` are taken. The inner ``LIMIT``
-        keeps the sort below the lock's filter, so that only the keys this
-        relay takes are locked.
-        """
+    def _build(self) -> None:
+        """The claim's statements, built once: only their parameters change."""
         t = self.table
-        window = self._takeable(now, t.c.partition_key, t.c.id)
-        window_rows = window.order_by(t.c.id).limit(limit * 4).subquery()
+        limit = sa.bindparam("limit", type_=sa.Integer)
+        window = sa.bindparam("window", type_=sa.Integer)
+        # PostgreSQL: lock up to `limit` keys no other relay holds, oldest first. The
+        # keys of the oldest takeable rows (a window of four batches), each with its
+        # oldest row's id, sorted; then, in that order, each key's advisory lock is
+        # tried until `limit` are taken. The inner LIMIT keeps the sort below the
+        # lock's filter, so that only the keys this relay takes are locked.
+        window_rows = (
+            self._takeable(t.c.partition_key, t.c.id).order_by(t.c.id).limit(window).subquery()
+        )
         first = sa.func.min(window_rows.c.id).label("first")
         keys = (
             sa.select(window_rows.c.partition_key.label("k"), first)
             .group_by(window_rows.c.partition_key)
             .order_by(first)
-            .limit(limit * 4)
+            .limit(window)
             .subquery()
         )
         locked = sa.func.pg_try_advisory_xact_lock(self.lock_space, sa.func.hashtext(keys.c.k))
-        return sa.select(keys.c.k).where(locked).limit(limit)
-
-    def rows(self, now: _dt.datetime, keys: Sequence[str] | None, limit: int) -> sa.Select[Any]:
-        t = self.table
-        query = self._takeable(now, *t.c)
-        if keys is not None:  # PostgreSQL: one array parameter, not one per key
-            array = sa.bindparam("keys", list(keys), type_=postgresql.ARRAY(sa.String))
-            query = query.where(t.c.partition_key == sa.any_(array))
-        return query.order_by(t.c.id).limit(limit)
-
-    def mark_sent(self, ids: Sequence[int], now: _dt.datetime) -> sa.Update:
-        t = self.table
+        self._lock_keys = sa.select(keys.c.k).where(locked).limit(limit)
+        rows = self._takeable(*t.c)
+        self._rows = rows.order_by(t.c.id).limit(limit)
+        # PostgreSQL: keys and ids as one array parameter each, not one per value.
+        key_array = sa.bindparam("keys", type_=postgresql.ARRAY(sa.String))
+        self._rows_of_keys = (
+            rows.where(t.c.partition_key == sa.any_(key_array)).order_by(t.c.id).limit(limit)
+        )
         if self.postgres:
-            array = sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.BigInteger))
-            chosen = t.c.id == sa.any_(array)
+            chosen = t.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger)))
         else:
-            chosen = t.c.id.in_(ids)
-        return t.update().where(chosen, t.c.sent_at.is_(None)).values(sent_at=now)
+            chosen = t.c.id.in_(sa.bindparam("ids", expanding=True))
+        self._mark_sent = (
+            t.update().where(chosen, t.c.sent_at.is_(None)).values(sent_at=sa.bindparam("sent"))
+        )
+
+    def lock_keys(self, now: _dt.datetime, limit: int) -> tuple[sa.Select[Any], dict[str, Any]]:
+        """PostgreSQL: lock up to ``limit`` keys no other relay holds, oldest first."""
+        return self._lock_keys, {"now": now, "limit": limit, "window": limit * 4}
+
+    def rows(
+        self, now: _dt.datetime, keys: Sequence[str] | None, limit: int
+    ) -> tuple[sa.Select[Any], dict[str, Any]]:
+        if keys is None:
+            return self._rows, {"now": now, "limit": limit}
+        return self._rows_of_keys, {"now": now, "limit": limit, "keys": list(keys)}
+
+    def mark_sent(self, ids: Sequence[int], now: _dt.datetime) -> tuple[sa.Update, dict[str, Any]]:
+        return self._mark_sent, {"ids": list(ids), "sent": now}
 
     def failure(self, entry: OutboxEntry, error: str, now: _dt.datetime) -> sa.Update:
         t = self.table
@@ -436,10 +450,10 @@ class SqlAlchemyOutbox:
         q, now = self._queries, self.clock()
         keys: list[str] | None = None
         if self._postgres:
-            keys = list(connection.execute(q.lock_keys(now, limit)).scalars())
+            keys = list(connection.execute(*q.lock_keys(now, limit)).scalars())
             if not keys:
                 return []
-        rows = connection.execute(q.rows(now, keys, limit)).mappings()
+        rows = connection.execute(*q.rows(now, keys, limit)).mappings()
         return [_entry(row) for row in rows]
 
     def finish(self, claim: Claim, sent: Sequence[int], failures: Mapping[int, str]) -> None:
@@ -449,7 +463,7 @@ class SqlAlchemyOutbox:
         try:
             now = self.clock()
             if sent:
-                connection.execute(self._queries.mark_sent(sent, now))
+                connection.execute(*self._queries.mark_sent(sent, now))
             for entry, error in _failures_by_id(failures, claim.entries):
                 connection.execute(self._queries.failure(entry, error, now))
             connection.commit()
@@ -543,10 +557,10 @@ class AsyncSqlAlchemyOutbox:
         q, now = self._queries, self.clock()
         keys: list[str] | None = None
         if self._postgres:
-            keys = list((await connection.execute(q.lock_keys(now, limit))).scalars())
+            keys = list((await connection.execute(*q.lock_keys(now, limit))).scalars())
             if not keys:
                 return []
-        rows = (await connection.execute(q.rows(now, keys, limit))).mappings()
+        rows = (await connection.execute(*q.rows(now, keys, limit))).mappings()
         return [_entry(row) for row in rows]
 
     async def finish(self, claim: Claim, sent: Sequence[int], failures: Mapping[int, str]) -> None:
@@ -555,7 +569,7 @@ class AsyncSqlAlchemyOutbox:
         try:
             now = self.clock()
             if sent:
-                await connection.execute(self._queries.mark_sent(sent, now))
+                await connection.execute(*self._queries.mark_sent(sent, now))
             for entry, error in _failures_by_id(failures, claim.entries):
                 await connection.execute(self._queries.failure(entry, error, now))
             await connection.commit()
