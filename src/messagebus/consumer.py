@@ -32,6 +32,9 @@ What goes wrong:
   letter without being handled again, and is acknowledged;
 * a dead letter that cannot be stored leaves its entry pending: nothing is
   acknowledged that is not handled or kept.
+* while the broker cannot be reached (:class:`~messagebus.relay.BrokerUnavailable`),
+  :meth:`Consumer.run` waits, longer after each failure in a row, and tries
+  again; it reads its own pending entries first when the broker is back.
 
 Dead letters go to the bus's store (``MessageBus(dead_letters=...)``) unless
 another is given; a consumer needs one.
@@ -45,6 +48,7 @@ import datetime as _dt
 import json
 import signal
 import threading
+import time
 import traceback as _traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -58,6 +62,7 @@ from ._delivery import deliver, deliver_async
 from .exceptions import ConfigurationError
 from .messages import Message, Metadata
 from .observe import DeadLetter, DeadLetterStore
+from .relay import BrokerUnavailable
 from .serialization import Serializer
 from .transport import parse_fields
 
@@ -315,6 +320,7 @@ class _ConsumerBase:
         dead_letters: DeadLetterStore | None,
         logger: Any,
         now: Callable[[], _dt.datetime],
+        backoff: tuple[float, float],
     ) -> None:
         if max_deliveries < 1:
             raise ValueError(f"max_deliveries must be at least 1, not {max_deliveries!r}")
@@ -329,6 +335,7 @@ class _ConsumerBase:
         self.dead_letters: DeadLetterStore = store
         self.summary = ConsumerSummary()
         self._now = now
+        self._backoff, self._max_backoff = backoff
         self._group = group
         self._log = (logger if logger is not None else structlog.get_logger("messagebus")).bind(
             group=group, consumer=consumer
@@ -374,6 +381,14 @@ class _ConsumerBase:
     def _make_letter(self, entry: StreamEntry, error: str, traceback: str) -> DeadLetter:
         return _letter(entry, group=self._group, error=error, traceback=traceback, now=self._now())
 
+    def _unavailable(self, error: BrokerUnavailable, failures: int) -> float:
+        """How long to wait after the broker was lost ``failures`` times in a row."""
+        wait: float = min(self._max_backoff, self._backoff * 2.0 ** min(failures - 1, 32))
+        self._log.warning(
+            "consume_broker_unavailable", error=str(error), failures=failures, wait_s=wait
+        )
+        return wait
+
     def _store_failed(self, entry: StreamEntry, error: Exception) -> None:
         self._log.error(
             "consume_dead_letter_not_stored", stream=entry.stream, entry_id=entry.entry_id,
@@ -406,6 +421,9 @@ class Consumer(_ConsumerBase):
         dead_letters: Where dead letters go; by default the bus's store.
         logger: A structlog logger; by default ``structlog.get_logger("messagebus")``.
         now: The clock of the dead letters' times (aware).
+        sleep: How it waits while the broker cannot be reached.
+        backoff: The first and the longest wait while the broker cannot be
+            reached (seconds); each failure in a row doubles the wait.
 
     Attributes:
         summary: What it did so far.
@@ -420,6 +438,8 @@ class Consumer(_ConsumerBase):
         dead_letters: DeadLetterStore | None = None,
         logger: Any = None,
         now: Callable[[], _dt.datetime] = _now,
+        sleep: Callable[[float], object] = time.sleep,
+        backoff: tuple[float, float] = (0.05, 5.0),
     ) -> None:
         super().__init__(
             bus,
@@ -429,7 +449,9 @@ class Consumer(_ConsumerBase):
             dead_letters=dead_letters,
             logger=logger,
             now=now,
+            backoff=backoff,
         )
+        self._sleep = sleep
         self.bus: MessageBus = bus
         self.reader = reader
         self._stopping = threading.Event()
@@ -515,9 +537,16 @@ class Consumer(_ConsumerBase):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, lambda *_: self.stop())
         self._log.info("consumer_started", streams=self.reader.streams)
+        failures = 0
         try:
             while not self._stopping.is_set():
-                self.run_once()
+                try:
+                    self.run_once()
+                except BrokerUnavailable as exc:
+                    failures += 1
+                    self._sleep(self._unavailable(exc, failures))
+                else:
+                    failures = 0
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -548,6 +577,8 @@ class AsyncConsumer(_ConsumerBase):
         dead_letters: DeadLetterStore | None = None,
         logger: Any = None,
         now: Callable[[], _dt.datetime] = _now,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        backoff: tuple[float, float] = (0.05, 5.0),
     ) -> None:
         super().__init__(
             bus,
@@ -557,7 +588,9 @@ class AsyncConsumer(_ConsumerBase):
             dead_letters=dead_letters,
             logger=logger,
             now=now,
+            backoff=backoff,
         )
+        self._sleep = sleep
         self.bus: AsyncMessageBus = bus
         self.reader = reader
         self._stopping = False
@@ -636,9 +669,16 @@ class AsyncConsumer(_ConsumerBase):
         for signum in signals:
             loop.add_signal_handler(signum, self.stop)
         self._log.info("consumer_started", streams=self.reader.streams)
+        failures = 0
         try:
             while not self._stopping:
-                await self.run_once()
+                try:
+                    await self.run_once()
+                except BrokerUnavailable as exc:
+                    failures += 1
+                    await self._sleep(self._unavailable(exc, failures))
+                else:
+                    failures = 0
         finally:
             for signum in signals:
                 loop.remove_signal_handler(signum)

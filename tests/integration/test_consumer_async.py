@@ -19,7 +19,7 @@ from messagebus.consumer import AsyncConsumer, StreamEntry
 from messagebus.observe import DeadLetter, InMemoryDeadLetters
 from messagebus.redis import AsyncRedisStreamReader
 from messagebus.sqlalchemy import AsyncSqlAlchemyUnitOfWork
-from tests.servers import unique_name
+from tests.servers import RedisServer, unique_name
 
 from . import consumer_app as app
 from .consumer_app import Handled, Reserve
@@ -251,3 +251,39 @@ async def test_sigterm_stops_the_consumer_after_the_batch_in_hand(
         summary.handled,
     )
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+async def test_while_redis_is_down_the_async_consumer_waits_and_goes_on_when_it_is_back(
+    engine: AsyncEngine, redis_server: RedisServer
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    stream = unique_name("orders")
+    await publish(client, stream, "o1", "o2")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            redis_server.start()
+
+    consumer = AsyncConsumer(
+        build(engine, InMemoryDeadLetters()),
+        await reader(client, stream, batch=1),
+        sleep=sleep,
+        backoff=(1.0, 10.0),
+    )
+    handle = consumer.handle
+
+    async def handle_and_crash_redis_once(message: Any, metadata: Metadata) -> None:
+        await handle(message, metadata)
+        if not waits and message == Reserve("o1"):
+            redis_server.kill()
+        if message == Reserve("o2"):
+            consumer.stop()
+
+    consumer.handle = handle_and_crash_redis_once  # type: ignore[method-assign]
+    summary = await consumer.run()
+
+    assert ([1.0, 2.0], ["o1", "o2"]) == (waits, await handled(engine))
+    assert (0, 2) == (await pending(client, stream), summary.handled)
+    await client.aclose()

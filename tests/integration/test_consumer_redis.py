@@ -19,7 +19,7 @@ from messagebus.consumer import BadEntryError, Consumer, StreamEntry
 from messagebus.observe import DeadLetter, InMemoryDeadLetters
 from messagebus.redis import RedisStreamReader
 from messagebus.sqlalchemy import SqlAlchemyUnitOfWork
-from tests.servers import unique_name
+from tests.servers import RedisServer, unique_name
 
 from . import consumer_app as app
 from .consumer_app import Reserve, Reserved
@@ -490,3 +490,40 @@ def test_sigterm_stops_the_consumer_after_the_batch_in_hand_and_restores_the_han
 
     assert (["o1", "o2"], 0, 2) == (app.handled(engine), pending(client, stream), summary.handled)
     assert before == signal.getsignal(signal.SIGTERM)
+
+
+def test_while_redis_is_down_the_consumer_waits_longer_each_time_and_goes_on_when_it_is_back(
+    engine: sqlalchemy.Engine, redis_server: RedisServer, letters: InMemoryDeadLetters
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    stream = unique_name("orders")
+    publish(client, stream, "o1", "o2", "o3")
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the outage lasts three waits
+        waits.append(seconds)
+        if len(waits) == 3:
+            redis_server.start()
+
+    consumer = Consumer(
+        app.build(engine, dead_letters=letters),
+        reader(client, stream, batch=1),
+        sleep=sleep,
+        backoff=(0.5, 1.5),
+    )
+    handle = consumer.handle
+
+    def handle_and_crash_redis_after_the_first(message: Any, metadata: Metadata) -> None:
+        handle(message, metadata)
+        if message == Reserve("o1") and not waits:
+            redis_server.kill()  # before o1 is acknowledged
+        if message == Reserve("o3"):
+            consumer.stop()
+
+    consumer.handle = handle_and_crash_redis_after_the_first  # type: ignore[method-assign]
+    summary = consumer.run()
+
+    assert [0.5, 1.0, 1.5] == waits
+    assert ["o1", "o2", "o3"] == app.handled(engine)  # o1 came back, and was not handled again
+    assert (0, 3) == (pending(client, stream), summary.handled)
+    client.close()

@@ -30,13 +30,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from messagebus.consumer import StreamEntry
+from messagebus.relay import BrokerUnavailable
 
 if TYPE_CHECKING:
-    import redis
     import redis.asyncio
 
 __all__ = ["AsyncRedisStreamReader", "RedisStreamReader"]
+
+#: What says Redis cannot be reached.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 #: A Redis error that says the group exists already.
 _BUSYGROUP = "BUSYGROUP"
@@ -115,6 +122,10 @@ class _ReaderState:
         self.next_claim = clock()  # reclaim at once: a consumer may have died meanwhile
         self.claim_cursor: dict[str, str] = dict.fromkeys(self.streams, "0-0")
         self.reclaimed = 0
+
+    def lost(self) -> None:
+        """Redis was lost: read this consumer's pending entries first again."""
+        self.history = dict.fromkeys(self.streams, "0")
 
     def claim_due(self) -> bool:
         return self.clock() >= self.next_claim
@@ -204,8 +215,6 @@ class RedisStreamReader:
 
     def setup(self) -> None:
         """Make the group on each stream (and the stream) unless it exists."""
-        import redis
-
         for stream in self._state.streams:
             try:
                 self.client.xgroup_create(stream, self.group, self._state.start, mkstream=True)
@@ -214,7 +223,19 @@ class RedisStreamReader:
                     raise
 
     def read(self) -> list[StreamEntry]:
-        """The next batch: own pending entries, then reclaimed ones, then new ones."""
+        """The next batch: own pending entries, then reclaimed ones, then new ones.
+
+        Raises:
+            BrokerUnavailable: Redis cannot be reached; the next read starts
+                with this consumer's own pending entries again.
+        """
+        try:
+            return self._read()
+        except _UNREACHABLE as exc:
+            self._state.lost()
+            raise BrokerUnavailable(f"Redis: {exc}") from exc
+
+    def _read(self) -> list[StreamEntry]:
         state = self._state
         while state.history:
             entries = self._read_history()
@@ -284,8 +305,16 @@ class RedisStreamReader:
         ]
 
     def ack(self, entry: StreamEntry) -> None:
-        """Acknowledge an entry: the group is done with it."""
-        self.client.xack(entry.stream, self.group, entry.entry_id)
+        """Acknowledge an entry: the group is done with it.
+
+        Raises:
+            BrokerUnavailable: Redis cannot be reached (the entry stays pending).
+        """
+        try:
+            self.client.xack(entry.stream, self.group, entry.entry_id)
+        except _UNREACHABLE as exc:
+            self._state.lost()
+            raise BrokerUnavailable(f"Redis: {exc}") from exc
 
     def __repr__(self) -> str:
         return (
@@ -341,8 +370,6 @@ class AsyncRedisStreamReader:
 
     async def setup(self) -> None:
         """Make the group on each stream (and the stream) unless it exists."""
-        import redis
-
         for stream in self._state.streams:
             try:
                 await self.client.xgroup_create(
@@ -353,7 +380,19 @@ class AsyncRedisStreamReader:
                     raise
 
     async def read(self) -> list[StreamEntry]:
-        """The next batch: own pending entries, then reclaimed ones, then new ones."""
+        """The next batch: own pending entries, then reclaimed ones, then new ones.
+
+        Raises:
+            BrokerUnavailable: Redis cannot be reached; the next read starts
+                with this consumer's own pending entries again.
+        """
+        try:
+            return await self._read()
+        except _UNREACHABLE as exc:
+            self._state.lost()
+            raise BrokerUnavailable(f"Redis: {exc}") from exc
+
+    async def _read(self) -> list[StreamEntry]:
         state = self._state
         while state.history:
             entries = await self._read_history()
@@ -423,8 +462,16 @@ class AsyncRedisStreamReader:
         ]
 
     async def ack(self, entry: StreamEntry) -> None:
-        """Acknowledge an entry: the group is done with it."""
-        await self.client.xack(entry.stream, self.group, entry.entry_id)
+        """Acknowledge an entry: the group is done with it.
+
+        Raises:
+            BrokerUnavailable: Redis cannot be reached (the entry stays pending).
+        """
+        try:
+            await self.client.xack(entry.stream, self.group, entry.entry_id)
+        except _UNREACHABLE as exc:
+            self._state.lost()
+            raise BrokerUnavailable(f"Redis: {exc}") from exc
 
     def __repr__(self) -> str:
         return (
