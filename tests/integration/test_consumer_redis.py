@@ -527,3 +527,19 @@ def test_while_redis_is_down_the_consumer_waits_longer_each_time_and_goes_on_whe
     assert ["o1", "o2", "o3"] == app.handled(engine)  # o1 came back, and was not handled again
     assert (0, 3) == (pending(client, stream), summary.handled)
     client.close()
+
+
+@pytest.mark.xfail(strict=True, reason="needs the bus's inbox wiring")
+def test_after_a_crash_between_commit_and_ack_a_handler_that_does_not_claim_is_not_run_again(
+    engine: sqlalchemy.Engine, client: redis.Redis, stream: str, letters: InMemoryDeadLetters
+) -> None:
+    publish(client, stream, "o1", "o2")
+    bus = app.build(engine, dead_letters=letters, claim=False)
+    first = CrashingConsumer(bus, reader(client, stream, "c1"), crash_at="ack")
+    first.seen = 1  # dies before acknowledging the second message, handled and committed
+
+    with pytest.raises(Crash):
+        drain(first)
+    drain(Consumer(bus, reader(client, stream, "c2")))
+
+    assert ["o1", "o2"] == app.handled(engine)
