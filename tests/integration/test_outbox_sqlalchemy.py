@@ -299,3 +299,24 @@ def test_a_claim_on_postgresql_sees_what_the_previous_holder_of_a_key_marked(
 
     assert [("a", 2)] == numbers(outbox)
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("key", "k" * 256, "the key of outgoing message 'id-1' is longer than 255 characters"),
+        ("destination", "", "outgoing message 'id-1' has no destination"),
+        ("message_id", "i" * 65, "is longer than 64 characters"),
+    ],
+)
+def test_a_message_the_table_cannot_keep_is_refused_when_staged(
+    sqlite_engine: sa.Engine, field: str, value: str, error: str
+) -> None:
+    import attrs
+
+    base = attrs.evolve(message("s", "k", 1), message_id="id-1")
+    uow = SqlAlchemyUnitOfWork(sessionmaker(sqlite_engine))
+
+    with pytest.raises(ValueError, match=error):
+        uow.stage_outgoing([attrs.evolve(base, **{field: value})])
+    uow.close()

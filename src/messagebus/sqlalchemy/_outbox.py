@@ -158,13 +158,33 @@ def notify_statement(table: sa.Table) -> sa.TextClause:
     return sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=notify_channel(table))
 
 
+#: The longest text each column takes (what a database would refuse at commit,
+#: failing the change with it, is refused when staged instead).
+_LIMITS = {"message_id": 64, "name": 255, "destination": 255, "key": 255}
+
+
 def check_messages(messages: Sequence[OutgoingMessage]) -> None:
-    """Refuse what is not an outgoing message, before anything is written."""
+    """Refuse what is not an outgoing message the table can keep, before anything
+    is written.
+
+    Raises:
+        TypeError: Not an ``OutgoingMessage``.
+        ValueError: A field is longer than its column, or a destination is empty.
+    """
     for message in messages:
         if not isinstance(message, OutgoingMessage):
             raise TypeError(
                 f"stage_outgoing takes OutgoingMessage values, not {type(message).__qualname__}"
             )
+        for field, limit in _LIMITS.items():
+            value = getattr(message, field)
+            if len(value) > limit:
+                raise ValueError(
+                    f"the {field} of outgoing message {message.message_id!r} is longer than "
+                    f"{limit} characters: {value[:40]!r}..."
+                )
+        if not message.destination:
+            raise ValueError(f"outgoing message {message.message_id!r} has no destination")
 
 
 # -- reading: the relay's side ------------------------------------------------------------
