@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as _dt
+import inspect
 import json
 import signal
 import threading
@@ -74,6 +75,8 @@ __all__ = [
     "ConsumerSummary",
     "Reader",
     "StreamEntry",
+    "parse_entry",
+    "raw_data",
 ]
 
 
@@ -451,6 +454,11 @@ class Consumer(_ConsumerBase):
             now=now,
             backoff=backoff,
         )
+        if inspect.iscoroutinefunction(self.dead_letters.add):
+            raise ConfigurationError(
+                "a Consumer cannot await its dead-letter store's add(): "
+                "give it a sync store, or use an AsyncConsumer"
+            )
         self._sleep = sleep
         self.bus: MessageBus = bus
         self.reader = reader
@@ -476,11 +484,7 @@ class Consumer(_ConsumerBase):
         """Store a dead letter of the entry, then acknowledge it; False if it
         could not be stored (the entry is then left pending)."""
         try:
-            result = self.dead_letters.add(letter)
-            if result is not None:
-                raise ConfigurationError(
-                    "the sync consumer needs a dead-letter store that is not async"
-                )
+            self.dead_letters.add(letter)
         except Exception as exc:
             self._store_failed(entry, exc)
             return False
