@@ -132,8 +132,9 @@ def build(
 
 def make_bus() -> MessageBus:
     """The application of the consumer processes."""
-    # Quiet: a line per handled message would cost the processes more than the handling.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if os.environ.get("CONSUMER_TEST_QUIET"):  # a process of its own: configure it
+        # Quiet: a line per handled message would cost the processes more than the handling.
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     engine = make_engine(os.environ["CONSUMER_TEST_DATABASE_URL"])
     store = SqlAlchemyDeadLetterStore(engine)
     store.create_table()

@@ -55,7 +55,11 @@ class Consumer:
             "--group", group, "--stream", stream, "--redis", url, "--consumer", name,
             "--batch", "20", "--claim-idle", "2", "--block", "0.1",
         ]  # fmt: skip
-        environment = {**os.environ, "CONSUMER_TEST_DATABASE_URL": database}
+        environment = {
+            **os.environ,
+            "CONSUMER_TEST_DATABASE_URL": database,
+            "CONSUMER_TEST_QUIET": "1",
+        }
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
