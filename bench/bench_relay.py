@@ -93,6 +93,11 @@ def _relay(
     with engine.begin() as connection:
         for statement, parameters in stage_statements(engine.dialect.name, table, messages):
             connection.execute(statement, parameters)
+        if engine.dialect.name == "postgresql":
+            # Statistics, as autovacuum keeps them on a live table: without them the
+            # planner takes a brand-new table for an empty one, and sorts every
+            # pending row instead of reading the oldest through the index.
+            connection.execute(sa.text(f'ANALYZE "{table.name}"'))
     relay = Relay(outbox, RedisPublisher(client), batch_size=batch_size, listen=False)
     started = time.perf_counter()
     stats = relay.run_until_idle()
@@ -104,15 +109,20 @@ def _relay(
 
 
 @contextmanager
-def _redis_url() -> Iterator[str]:
+def _redis_url() -> Iterator[str | None]:
     url = os.environ.get("REDIS_URL")
     if url:
         yield url
         return
-    from tests.servers import RedisServer
+    from tests.servers import RedisServer, RedisUnavailable
 
-    server = RedisServer()
-    server.start()
+    try:
+        server = RedisServer()
+        server.start()
+    except (RedisUnavailable, OSError) as exc:
+        print(f"relay throughput: skipped, no Redis ({exc})", file=sys.stderr)
+        yield None
+        return
     try:
         yield server.url
     finally:
@@ -159,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with _redis_url() as redis_url, _postgres_url() as postgres_url:
+        if redis_url is None:
+            return 0
         client = redis.Redis.from_url(redis_url)
         with tempfile.TemporaryDirectory() as folder:
             databases = {"SQLite": f"sqlite:///{Path(folder) / 'bench.db'}"}

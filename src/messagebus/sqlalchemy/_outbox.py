@@ -314,7 +314,7 @@ class _Queries:
         limit = sa.bindparam("limit", type_=sa.Integer)
         window = sa.bindparam("window", type_=sa.Integer)
         # PostgreSQL: lock up to `limit` keys no other relay holds, oldest first. The
-        # keys of the oldest takeable rows (a window of four batches), each with its
+        # keys of the oldest takeable rows (a window of two batches), each with its
         # oldest row's id, sorted; then, in that order, each key's advisory lock is
         # tried until `limit` are taken. The inner LIMIT keeps the sort below the
         # lock's filter, so that only the keys this relay takes are locked.
@@ -348,7 +348,7 @@ class _Queries:
 
     def lock_keys(self, now: _dt.datetime, limit: int) -> tuple[sa.Select[Any], dict[str, Any]]:
         """PostgreSQL: lock up to ``limit`` keys no other relay holds, oldest first."""
-        return self._lock_keys, {"now": now, "limit": limit, "window": limit * 4}
+        return self._lock_keys, {"now": now, "limit": limit, "window": limit * 2}
 
     def rows(
         self, now: _dt.datetime, keys: Sequence[str] | None, limit: int
