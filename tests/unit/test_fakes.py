@@ -387,7 +387,7 @@ def test_the_async_fake_unit_of_work_has_the_interface_of_the_sqlalchemy_one() -
         asyncio.run(real.close())
 
     # Awaited alike: what touches the database, not what only tracks or collects.
-    awaited = {"commit", "rollback", "close", "get", "list"}
+    awaited = {"commit", "rollback", "close", "get", "list", "claim_incoming"}
     assert awaited == {
         name
         for obj, names in ((fake, UNIT_OF_WORK), (fake.products, REPOSITORY))
