@@ -72,3 +72,17 @@ def first_seen(entries: Iterable[tuple[str, int]]) -> dict[str, list[int]]:
             seen.add(entry)
             order.setdefault(entry[0], []).append(entry[1])
     return order
+
+
+def wait_for_listener(engine: sa.Engine) -> None:
+    """Until the relay's connection listens on the outbox's channel."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND state = 'idle'"
+    )
+    with engine.connect() as connection:
+        for _ in range(3000):
+            if connection.execute(query).scalar_one():
+                return
+            connection.execute(sa.text("SELECT pg_sleep(0.01)"))
+            connection.commit()  # pg_stat_activity is read once per transaction
+    raise AssertionError("the relay never listened")

@@ -22,7 +22,7 @@ from messagebus.relay import AsyncRelay, BrokerUnavailable, Published, RelayStat
 from messagebus.sqlalchemy import AsyncSqlAlchemyOutbox, AsyncSqlAlchemyUnitOfWork, Claim
 from tests.servers import RedisServer, unique_name
 
-from ._relay_helpers import first_seen, make_outbox, message, read_stream, write
+from ._relay_helpers import first_seen, make_outbox, message, read_stream, wait_for_listener, write
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -392,3 +392,28 @@ async def test_the_async_publisher_leaves_a_short_stream_and_refuses_a_bad_maxle
     assert 2 == reader.xlen(stream)  # the group was given neither: both kept
     with pytest.raises(ValueError, match="maxlen must be at least 1, not 0"):
         AsyncRedisPublisher(client, maxlen=0)
+
+
+async def test_a_commit_in_another_process_wakes_the_async_relay_by_notify(
+    postgres_database_factory: Callable[[], str], client: redis.asyncio.Redis
+) -> None:
+    url = postgres_database_factory()
+    sync_engine = sa.create_engine(url)
+    engine = create_async_engine(url)
+    store = make_outbox(sync_engine)
+    outbox = AsyncSqlAlchemyOutbox(engine, table=store.table)
+    stream = unique_name("relay")
+    relay = AsyncRelay(outbox, AsyncRedisPublisher(client), poll_interval=3600, listen=True)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.to_thread(wait_for_listener, sync_engine)
+        # Written outside a unit of work: no in-process wake-up, only the NOTIFY.
+        write(store, [message(stream, "k", 1)])
+        found = await client.xread({stream: "0-0"}, block=30_000)  # bounded: a hang fails
+    finally:
+        relay.stop()
+        stats = await task
+    assert 1 == len(found[0][1])
+    assert 1 == stats.sent
+    await engine.dispose()
+    sync_engine.dispose()

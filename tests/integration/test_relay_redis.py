@@ -16,7 +16,15 @@ from messagebus.relay import BrokerUnavailable, Published, Relay, RelayStats
 from messagebus.sqlalchemy import Claim, SqlAlchemyOutbox, SqlAlchemyUnitOfWork
 from tests.servers import RedisServer, unique_name
 
-from ._relay_helpers import first_seen, make_engine, make_outbox, message, read_stream, write
+from ._relay_helpers import (
+    first_seen,
+    make_engine,
+    make_outbox,
+    message,
+    read_stream,
+    wait_for_listener,
+    write,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -430,7 +438,7 @@ def test_a_commit_in_another_process_wakes_the_relay_by_notify_on_postgresql(
     relay = Relay(outbox, RedisPublisher(client), poll_interval=3600, listen=True)
     thread = run_in_thread(relay)
     try:
-        wait_for_listener(engine, outbox)
+        wait_for_listener(engine)
         # Written outside a unit of work: no in-process wake-up, only the NOTIFY.
         write(outbox, [message(stream, "k", 1)])
         assert [("k", 1)] == wait_for_entries(client, stream, 1)
@@ -438,20 +446,6 @@ def test_a_commit_in_another_process_wakes_the_relay_by_notify_on_postgresql(
         relay.stop()
         thread.join()
     engine.dispose()
-
-
-def wait_for_listener(engine: sa.Engine, outbox: SqlAlchemyOutbox) -> None:
-    """Until the relay's connection listens on the outbox's channel."""
-    query = sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND state = 'idle'"
-    )
-    with engine.connect() as connection:
-        for _ in range(3000):
-            if connection.execute(query).scalar_one():
-                return
-            connection.execute(sa.text("SELECT pg_sleep(0.01)"))
-            connection.commit()  # pg_stat_activity is read once per transaction
-    pytest.fail("the relay never listened")
 
 
 def test_stop_ends_a_running_relay(engine: sa.Engine, client: redis.Redis) -> None:
