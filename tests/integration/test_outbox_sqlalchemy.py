@@ -320,3 +320,64 @@ def test_a_message_the_table_cannot_keep_is_refused_when_staged(
     with pytest.raises(ValueError, match=error):
         uow.stage_outgoing([attrs.evolve(base, **{field: value})])
     uow.close()
+
+
+def test_two_transactions_changing_one_row_write_their_rows_in_the_order_they_commit(
+    postgres_database_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    import threading
+
+    from sqlalchemy.orm import registry
+
+    engine = make_engine("postgresql", tmp_path, postgres_database_factory)
+    outbox = make_outbox(engine)
+    metadata = sa.MetaData()
+    counters = sa.Table(
+        "counters",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("n", sa.Integer, nullable=False),
+    )
+
+    class Counter:
+        id: int
+        n: int
+
+    registry().map_imperatively(Counter, counters)
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(counters.insert().values(id=1, n=0))
+    factory = sessionmaker(engine)
+    first = SqlAlchemyUnitOfWork(factory, outbox_table=outbox.table)
+    second = SqlAlchemyUnitOfWork(factory, outbox_table=outbox.table)
+
+    counter = first.session.get(Counter, 1)
+    assert counter is not None
+    counter.n += 1
+    first.session.flush()  # the first holds the row's lock from here to its commit
+    other = second.session.get(Counter, 1)
+    assert other is not None
+    other.n += 10
+    second.stage_outgoing([message("s", "counter-1", 2)])  # staged before the first's
+    first.stage_outgoing([message("s", "counter-1", 1)])
+    committing = threading.Thread(target=second.commit)
+    committing.start()
+    with engine.connect() as watcher:  # until the second waits for the row's lock
+        waiting = sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'UPDATE counters%'"
+        )
+        for _ in range(3000):
+            if watcher.execute(waiting).scalar_one():
+                break
+            watcher.execute(sa.text("SELECT pg_sleep(0.01)"))
+            watcher.commit()
+        else:
+            pytest.fail("the second transaction never waited for the first")
+    first.commit()
+    committing.join()
+    first.close()
+    second.close()
+
+    assert [("counter-1", 1), ("counter-1", 2)] == numbers(outbox)
+    engine.dispose()
