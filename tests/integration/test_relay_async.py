@@ -16,6 +16,7 @@ import redis.asyncio
 import sqlalchemy as sa
 import tenacity
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from structlog.testing import capture_logs
 
 from messagebus.redis import AsyncRedisPublisher
 from messagebus.relay import AsyncRelay, BrokerUnavailable, Published, RelayStats
@@ -417,3 +418,25 @@ async def test_a_commit_in_another_process_wakes_the_async_relay_by_notify(
     assert 1 == stats.sent
     await engine.dispose()
     sync_engine.dispose()
+
+
+async def test_a_trim_that_fails_leaves_the_entries_published(redis_server: RedisServer) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.acl_setuser(
+        "relay", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xinfo"]
+    )
+    client = redis.asyncio.Redis.from_url(redis_server.url, username="relay", password="pw")
+    stream, broken = unique_name("trim"), unique_name("not-a-stream")
+    admin.set(broken, "a string")
+    publisher = AsyncRedisPublisher(client, maxlen=1)
+
+    with capture_logs() as logs:
+        results = await publisher.publish(
+            [message(stream, "k", 1), message(stream, "k", 2), message(broken, "k", 3)]
+        )
+
+    assert [False, False, True] == [isinstance(r, redis.ResponseError) for r in results]
+    assert 2 == admin.xlen(stream)
+    assert ["stream_trim_failed"] == [entry["event"] for entry in logs]
+    await client.aclose()
+    admin.close()

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from messagebus.redis import RedisPublisher, redis_version, trim_stream
-from tests.servers import unique_name
+from tests.servers import RedisServer, unique_name
 
 from ._relay_helpers import message
 
@@ -79,3 +80,35 @@ def test_the_server_version_is_read(client: redis.Redis) -> None:
 def test_maxlen_must_be_positive(client: redis.Redis) -> None:
     with pytest.raises(ValueError, match="maxlen must be at least 1, not 0"):
         RedisPublisher(client, maxlen=0)
+
+
+def test_a_stream_that_refused_an_entry_is_not_trimmed_and_the_batch_goes_on(
+    client: redis.Redis,
+) -> None:
+    stream, broken = unique_name("trim"), unique_name("not-a-stream")
+    client.set(broken, "a string")
+    publisher = RedisPublisher(client, maxlen=1)
+
+    results = publisher.publish([message(broken, "k", 1), message(stream, "k", 2)])
+
+    assert [True, False] == [isinstance(result, redis.ResponseError) for result in results]
+    assert 1 == client.xlen(stream)
+
+
+def test_a_trim_that_fails_leaves_the_entries_published(redis_server: RedisServer) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    # A user that may add to streams but not look at their groups: the trim fails.
+    admin.acl_setuser(
+        "relay", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xinfo"]
+    )
+    client = redis.Redis.from_url(redis_server.url, username="relay", password="pw")
+    stream = unique_name("trim")
+    publisher = RedisPublisher(client, maxlen=1)
+
+    with capture_logs() as logs:
+        assert [None, None] == publisher.publish([message(stream, "k", 1), message(stream, "k", 2)])
+
+    assert 2 == admin.xlen(stream)  # not trimmed, and nothing lost
+    assert ["stream_trim_failed"] == [entry["event"] for entry in logs]
+    client.close()
+    admin.close()

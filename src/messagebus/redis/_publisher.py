@@ -8,7 +8,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from messagebus.relay import BrokerUnavailable
@@ -23,6 +25,8 @@ __all__ = [
 
 #: What says Redis cannot be reached (rather than that it refused one entry).
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+_log = structlog.get_logger("messagebus.redis")
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -110,6 +114,15 @@ def trim_stream(client: redis.Redis, stream: str, maxlen: int) -> int:
     return int(client.xtrim(stream, minid=minid, approximate=False))
 
 
+def _trimmable(
+    messages: Sequence[OutgoingMessage], results: Sequence[BaseException | None]
+) -> list[str]:
+    """The streams a batch added to, in order: not those that refused an entry."""
+    refused = {m.destination for m, r in zip(messages, results, strict=True) if r is not None}
+    streams = dict.fromkeys(message.destination for message in messages)
+    return [stream for stream in streams if stream not in refused]
+
+
 class RedisPublisher:
     """Publishes batches of outgoing messages to Redis streams.
 
@@ -143,12 +156,17 @@ class RedisPublisher:
                 for message in messages:
                     pipe.xadd(message.destination, message.fields())  # type: ignore[arg-type]
                 replies = pipe.execute(raise_on_error=False)
-            if self.maxlen is not None:
-                for stream in dict.fromkeys(message.destination for message in messages):
-                    trim_stream(self.client, stream, self.maxlen)
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(f"Redis: {exc}") from exc
-        return [reply if isinstance(reply, BaseException) else None for reply in replies]
+        results = [reply if isinstance(reply, BaseException) else None for reply in replies]
+        if self.maxlen is not None:
+            for stream in _trimmable(messages, results):
+                try:
+                    trim_stream(self.client, stream, self.maxlen)
+                except (*_UNREACHABLE, RedisError) as exc:
+                    # The entries are stored: a failed trim is tried again after the next batch.
+                    _log.warning("stream_trim_failed", stream=stream, error=str(exc))
+        return results
 
     def version(self) -> tuple[int, int, int]:
         """The server's version (:func:`redis_version`)."""
@@ -186,12 +204,16 @@ class AsyncRedisPublisher:
                 for message in messages:
                     pipe.xadd(message.destination, message.fields())  # type: ignore[arg-type]
                 replies = await pipe.execute(raise_on_error=False)
-            if self.maxlen is not None:
-                for stream in dict.fromkeys(message.destination for message in messages):
-                    await self._trim(stream, self.maxlen)
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(f"Redis: {exc}") from exc
-        return [reply if isinstance(reply, BaseException) else None for reply in replies]
+        results = [reply if isinstance(reply, BaseException) else None for reply in replies]
+        if self.maxlen is not None:
+            for stream in _trimmable(messages, results):
+                try:
+                    await self._trim(stream, self.maxlen)
+                except (*_UNREACHABLE, RedisError) as exc:
+                    _log.warning("stream_trim_failed", stream=stream, error=str(exc))
+        return results
 
     async def _trim(self, stream: str, maxlen: int) -> int:
         client = self.client
