@@ -16,6 +16,7 @@ import redis
 from sqlalchemy import func, select
 
 from messagebus import Metadata
+from messagebus.sqlalchemy import SqlAlchemyDeadLetterStore
 from tests.servers import unique_name
 
 from . import consumer_app as app
@@ -83,6 +84,8 @@ def test_three_consumers_handle_each_message_once_and_reclaim_a_killed_ones_entr
     postgres_database: str, redis_url: str, consumers: list[Consumer], tmp_path: Path
 ) -> None:
     engine = app.make_engine(postgres_database)
+    # The tables the processes would make, made once: concurrent CREATE TABLEs collide.
+    SqlAlchemyDeadLetterStore(engine).create_table()
     client = redis.Redis.from_url(redis_url)
     stream, group = unique_name("scale"), unique_name("group")
     pipe = client.pipeline(transaction=False)
