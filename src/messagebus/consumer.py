@@ -16,7 +16,9 @@ runs four steps, each a method a test can stop between:
     claim (``claim_incoming``), so a message delivered again is not handled
     again;
 ``ack``
-    the entry acknowledged, only after that.
+    the batch's entries that are done acknowledged, only after that (one
+    ``XACK`` a batch: a crash before it means redeliveries, which the inbox
+    makes harmless).
 
 What goes wrong:
 
@@ -122,8 +124,8 @@ class Reader(Protocol):
         """The next batch of entries (at most the cap in flight)."""
         ...
 
-    def ack(self, entry: StreamEntry) -> None:
-        """Acknowledge an entry."""
+    def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """Acknowledge entries."""
         ...
 
 
@@ -150,8 +152,8 @@ class AsyncReader(Protocol):
         """The next batch of entries (at most the cap in flight)."""
         ...
 
-    async def ack(self, entry: StreamEntry) -> None:
-        """Acknowledge an entry."""
+    async def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """Acknowledge entries."""
         ...
 
 
@@ -337,6 +339,7 @@ class _ConsumerBase:
         self.max_deliveries = max_deliveries
         self.dead_letters: DeadLetterStore = store
         self.summary = ConsumerSummary()
+        self._handled = 0  # in the batch in hand, not acknowledged yet
         self._now = now
         self._backoff, self._max_backoff = backoff
         self._group = group
@@ -476,50 +479,50 @@ class Consumer(_ConsumerBase):
         """Step 3: handle the message through the bus (its units of work commit)."""
         deliver(self.bus, message, metadata)
 
-    def ack(self, entry: StreamEntry) -> None:
-        """Step 4: acknowledge the entry (after the handling committed)."""
-        self.reader.ack(entry)
+    def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """Step 4: acknowledge the batch's entries that are done (after their
+        handlings committed, or their dead letters were stored)."""
+        self.reader.ack(entries)
 
     def dead_letter(self, entry: StreamEntry, letter: DeadLetter) -> bool:
-        """Store a dead letter of the entry, then acknowledge it; False if it
-        could not be stored (the entry is then left pending)."""
+        """Store a dead letter of the entry; False if it could not be stored
+        (the entry is then left pending, not acknowledged)."""
         try:
             self.dead_letters.add(letter)
         except Exception as exc:
             self._store_failed(entry, exc)
             return False
-        self.ack(entry)
         self._lettered(entry, letter)
         return True
 
     # -- running ----------------------------------------------------------------------
 
-    def process(self, entry: StreamEntry) -> None:
-        """Parse, handle and acknowledge one entry (or make it a dead letter)."""
+    def process(self, entry: StreamEntry) -> bool:
+        """Parse and handle one entry, or make it a dead letter; True when it
+        is done with (to be acknowledged), False when it is left pending."""
         letter = self._too_many(entry)
         if letter is not None:
-            self.dead_letter(entry, letter)
-            return
+            return self.dead_letter(entry, letter)
         try:
             message, metadata = self.parse(entry)
         except BadEntryError as bad:
-            self.dead_letter(entry, self._bad(bad))
-            return
+            return self.dead_letter(entry, self._bad(bad))
         try:
             self.handle(message, metadata)
         except Exception as exc:
             letter = self._failed(entry, exc)
-            if letter is not None:
-                self.dead_letter(entry, letter)
-            return
-        self.ack(entry)
-        self.summary.handled += 1
+            return letter is not None and self.dead_letter(entry, letter)
+        self._handled += 1
+        return True
 
     def run_once(self) -> int:
         """Read one batch and process it; returns how many entries it had."""
         entries = self.read()
-        for entry in entries:
-            self.process(entry)
+        self._handled = 0
+        done = [entry for entry in entries if self.process(entry)]
+        if done:  # one XACK for the batch: a crash before it only means redeliveries
+            self.ack(done)
+        self.summary.handled += self._handled
         return len(entries)
 
     def drain(self) -> int:
@@ -609,13 +612,14 @@ class AsyncConsumer(_ConsumerBase):
         """Step 3: handle the message through the bus (its units of work commit)."""
         await deliver_async(self.bus, message, metadata)
 
-    async def ack(self, entry: StreamEntry) -> None:
-        """Step 4: acknowledge the entry (after the handling committed)."""
-        await self.reader.ack(entry)
+    async def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """Step 4: acknowledge the batch's entries that are done (after their
+        handlings committed, or their dead letters were stored)."""
+        await self.reader.ack(entries)
 
     async def dead_letter(self, entry: StreamEntry, letter: DeadLetter) -> bool:
-        """Store a dead letter of the entry, then acknowledge it; False if it
-        could not be stored (the entry is then left pending)."""
+        """Store a dead letter of the entry; False if it could not be stored
+        (the entry is then left pending, not acknowledged)."""
         try:
             result = self.dead_letters.add(letter)
             if isinstance(result, Awaitable):
@@ -623,36 +627,35 @@ class AsyncConsumer(_ConsumerBase):
         except Exception as exc:
             self._store_failed(entry, exc)
             return False
-        await self.ack(entry)
         self._lettered(entry, letter)
         return True
 
-    async def process(self, entry: StreamEntry) -> None:
-        """Parse, handle and acknowledge one entry (or make it a dead letter)."""
+    async def process(self, entry: StreamEntry) -> bool:
+        """Parse and handle one entry, or make it a dead letter; True when it
+        is done with (to be acknowledged), False when it is left pending."""
         letter = self._too_many(entry)
         if letter is not None:
-            await self.dead_letter(entry, letter)
-            return
+            return await self.dead_letter(entry, letter)
         try:
             message, metadata = self.parse(entry)
         except BadEntryError as bad:
-            await self.dead_letter(entry, self._bad(bad))
-            return
+            return await self.dead_letter(entry, self._bad(bad))
         try:
             await self.handle(message, metadata)
         except Exception as exc:
             letter = self._failed(entry, exc)
-            if letter is not None:
-                await self.dead_letter(entry, letter)
-            return
-        await self.ack(entry)
-        self.summary.handled += 1
+            return letter is not None and await self.dead_letter(entry, letter)
+        self._handled += 1
+        return True
 
     async def run_once(self) -> int:
         """Read one batch and process it; returns how many entries it had."""
         entries = await self.read()
-        for entry in entries:
-            await self.process(entry)
+        self._handled = 0
+        done = [entry for entry in entries if await self.process(entry)]
+        if done:  # one XACK for the batch: a crash before it only means redeliveries
+            await self.ack(done)
+        self.summary.handled += self._handled
         return len(entries)
 
     async def drain(self) -> int:

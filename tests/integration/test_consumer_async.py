@@ -210,14 +210,14 @@ async def test_after_a_crash_before_the_ack_a_restart_handles_every_message_once
 ) -> None:
     await publish(client, stream, "o1", "o2", "o3")
     bus = build(engine, InMemoryDeadLetters())
-    first = AsyncConsumer(bus, await reader(client, stream, "c1"))
+    first = AsyncConsumer(bus, await reader(client, stream, "c1", batch=1))
     acked: list[StreamEntry] = []
 
-    async def ack(entry: StreamEntry) -> None:
-        if len(acked) == 1:
+    async def ack(entries: list[StreamEntry]) -> None:
+        if acked:  # o2 handled and committed, then the crash
             raise Crash
-        acked.append(entry)
-        await AsyncConsumer.ack(first, entry)
+        acked.extend(entries)
+        await AsyncConsumer.ack(first, entries)
 
     first.ack = ack  # type: ignore[method-assign]
     with pytest.raises(Crash):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +265,7 @@ class _NoReader:
     def read(self) -> list[StreamEntry]:
         return []
 
-    def ack(self, entry: StreamEntry) -> None:
+    def ack(self, entries: Sequence[StreamEntry]) -> None:
         raise AssertionError("nothing to acknowledge")
 
 
@@ -387,10 +387,10 @@ class CrashingConsumer(Consumer):
             CrashingUnitOfWork.armed.set()
         super().handle(message, metadata)
 
-    def ack(self, entry: StreamEntry) -> None:
-        if self.crash_at == "ack" and self.seen == 3:
+    def ack(self, entries: Sequence[StreamEntry]) -> None:
+        if self.crash_at == "ack" and self.seen >= 3:  # the batch of the third
             raise Crash
-        super().ack(entry)
+        super().ack(entries)
 
 
 @pytest.mark.parametrize("restart", ["same consumer", "another consumer"])

@@ -40,7 +40,7 @@ def test_entries_pending_in_a_group_survive_trimming_and_are_reclaimed(client: r
         claim_every=3600,
     )
     for entry in survivor.read():  # the rest, handled and acknowledged
-        survivor.ack(entry)
+        survivor.ack([entry])
 
     trim_stream(client, stream, maxlen=2)  # would keep the last two, without pending entries
 
@@ -53,7 +53,6 @@ def test_entries_pending_in_a_group_survive_trimming_and_are_reclaimed(client: r
     assert [
         (entry_id, {b"n": str(number).encode()}, 2) for number, entry_id in enumerate(ids[:3])
     ] == [(entry.entry_id, dict(entry.fields), entry.deliveries) for entry in reclaimed]
-    for entry in reclaimed:
-        rescuer.ack(entry)
+    rescuer.ack(reclaimed)
     trim_stream(client, stream, maxlen=2)
     assert ids[-2:] == [entry_id.decode() for entry_id, _ in client.xrange(stream)]

@@ -183,7 +183,7 @@ def test_a_claim_with_a_bad_id_or_handler_says_what_is_wrong(
 
 def test_a_database_other_than_postgresql_or_sqlite_is_refused_by_name() -> None:
     with pytest.raises(ConfigurationError, match="supports PostgreSQL and SQLite, not 'mysql'"):
-        claim_statement("mysql", INBOX, "m1", "h")
+        claim_statement("mysql", INBOX)
 
 
 # -- concurrent duplicates (PostgreSQL) ---------------------------------------------

@@ -120,7 +120,7 @@ class _Reader:
     def read(self) -> list[StreamEntry]:
         return []
 
-    def ack(self, entry: StreamEntry) -> None:
+    def ack(self, entries: object) -> None:
         return None
 
 

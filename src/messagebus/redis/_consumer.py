@@ -14,8 +14,8 @@ in this order:
 
 Each entry says how many times it was delivered (Redis counts the deliveries
 of pending entries: ``XPENDING``), so that the consumer can make a dead
-letter of an entry that keeps coming back. :meth:`ack` acknowledges one
-(``XACK``), after the handler's transaction committed.
+letter of an entry that keeps coming back. :meth:`ack` acknowledges
+entries (one ``XACK`` a stream), after their handlers' transactions committed.
 
 Redis 7.0 is what this is written for (``XAUTOCLAIM`` came with 6.2); the
 8.x ``XREADGROUP ... CLAIM`` would fold steps 2 and 3 into one command, and
@@ -139,6 +139,13 @@ class _ReaderState:
             self.history[stream] = entries[-1][0]
         else:
             del self.history[stream]
+
+
+def _by_stream(entries: Sequence[StreamEntry]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for entry in entries:
+        found.setdefault(entry.stream, []).append(entry.entry_id)
+    return found
 
 
 def _pending_counts(rows: Iterable[Any]) -> dict[str, int]:
@@ -304,14 +311,15 @@ class RedisStreamReader:
             for entry_id, fields in entries
         ]
 
-    def ack(self, entry: StreamEntry) -> None:
-        """Acknowledge an entry: the group is done with it.
+    def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """Acknowledge entries: the group is done with them (one ``XACK`` a stream).
 
         Raises:
-            BrokerUnavailable: Redis cannot be reached (the entry stays pending).
+            BrokerUnavailable: Redis cannot be reached (the entries stay pending).
         """
         try:
-            self.client.xack(entry.stream, self.group, entry.entry_id)
+            for stream, ids in _by_stream(entries).items():
+                self.client.xack(stream, self.group, *ids)
         except _UNREACHABLE as exc:
             self._state.lost()
             raise BrokerUnavailable(f"Redis: {exc}") from exc
@@ -461,14 +469,15 @@ class AsyncRedisStreamReader:
             for entry_id, fields in entries
         ]
 
-    async def ack(self, entry: StreamEntry) -> None:
-        """Acknowledge an entry: the group is done with it.
+    async def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """Acknowledge entries: the group is done with them (one ``XACK`` a stream).
 
         Raises:
-            BrokerUnavailable: Redis cannot be reached (the entry stays pending).
+            BrokerUnavailable: Redis cannot be reached (the entries stay pending).
         """
         try:
-            await self.client.xack(entry.stream, self.group, entry.entry_id)
+            for stream, ids in _by_stream(entries).items():
+                await self.client.xack(stream, self.group, *ids)
         except _UNREACHABLE as exc:
             self._state.lost()
             raise BrokerUnavailable(f"Redis: {exc}") from exc

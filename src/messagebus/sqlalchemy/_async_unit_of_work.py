@@ -17,7 +17,7 @@ from messagebus.transport import OutgoingMessage
 from messagebus.unit_of_work import AbstractAsyncUnitOfWork, _repository
 
 from ._async_repository import AsyncSqlAlchemyRepository
-from ._inbox import claim_statement, default_inbox_table
+from ._inbox import claim, claim_statement, default_inbox_table
 from ._outbox import check_messages, stage_statements
 from ._unit_of_work import _INFO_KEY, _check_repositories, _listen_for_flushes
 
@@ -121,7 +121,8 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
         """
         table = self._inbox_table if self._inbox_table is not None else default_inbox_table()
         dialect = self.session.get_bind().dialect.name
-        result = await self.session.execute(claim_statement(dialect, table, message_id, handler))
+        statement = claim_statement(dialect, table)
+        result = await self.session.execute(statement, claim(message_id, handler))
         return result.first() is not None  # the claim's row, RETURNING it: inserted
 
     def stage_outgoing(self, messages: Sequence[OutgoingMessage]) -> None:

@@ -58,12 +58,18 @@ def default_inbox_table() -> sa.Table:
     return inbox_table(sa.MetaData())
 
 
-def claim_statement(
-    dialect: str, table: sa.Table, message_id: str, handler: str
-) -> ReturningInsert[tuple[str]]:
-    """An insert of the claim that does nothing when the row exists already;
-    it returns the row's message id when it inserted it (the driver's row
-    count of an insert is not always known).
+def claim(message_id: str, handler: str) -> dict[str, object]:
+    """The parameters of a claim's statement (:func:`claim_statement`), checked."""
+    _check_id(message_id, handler)
+    return {"message_id": message_id, "handler": handler, "handled_at": _dt.datetime.now(_UTC)}
+
+
+@functools.lru_cache(maxsize=64)
+def claim_statement(dialect: str, table: sa.Table) -> ReturningInsert[tuple[str]]:
+    """An insert of a claim (its values bound by :func:`claim`) that does
+    nothing when the row exists already; it returns the row's message id when
+    it inserted it (the driver's row count of an insert is not always known).
+    Made once per table.
 
     On PostgreSQL, ``INSERT ... ON CONFLICT DO NOTHING`` waits for a
     concurrent transaction that inserted the same row: when it commits, this
@@ -71,12 +77,10 @@ def claim_statement(
     inserts. On SQLite (``INSERT ... ON CONFLICT DO NOTHING``, SQLite's
     ``INSERT OR IGNORE`` for the primary key) writers take turns anyway.
     """
-    _check_id(message_id, handler)
-    values = {"message_id": message_id, "handler": handler, "handled_at": _dt.datetime.now(_UTC)}
     if dialect == "postgresql":
-        insert: sa.Insert = postgresql.insert(table).values(values).on_conflict_do_nothing()
+        insert: sa.Insert = postgresql.insert(table).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        insert = sqlite.insert(table).values(values).on_conflict_do_nothing()
+        insert = sqlite.insert(table).on_conflict_do_nothing()
     else:
         raise ConfigurationError(
             f"the inbox (claim_incoming) supports PostgreSQL and SQLite, not {dialect!r}"

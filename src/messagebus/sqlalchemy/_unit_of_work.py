@@ -17,7 +17,7 @@ from messagebus.exceptions import ConfigurationError
 from messagebus.transport import OutgoingMessage
 from messagebus.unit_of_work import AbstractUnitOfWork, _repository
 
-from ._inbox import claim_statement, default_inbox_table
+from ._inbox import claim, claim_statement, default_inbox_table
 from ._outbox import check_messages, stage_statements
 from ._repository import SqlAlchemyRepository
 
@@ -141,7 +141,8 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         """
         table = self._inbox_table if self._inbox_table is not None else default_inbox_table()
         dialect = self.session.get_bind().dialect.name
-        result = self.session.execute(claim_statement(dialect, table, message_id, handler))
+        statement = claim_statement(dialect, table)
+        result = self.session.execute(statement, claim(message_id, handler))
         return result.first() is not None  # the claim's row, RETURNING it: inserted
 
     def stage_outgoing(self, messages: Sequence[OutgoingMessage]) -> None:
