@@ -9,6 +9,9 @@
     messagebus dead-letters show  ID --app APP [--json]
     messagebus dead-letters retry (ID ... | --type NAME | --all) --app APP
     messagebus dead-letters purge (ID ... | --type NAME | --resolved | --all) --app APP
+    messagebus relay --db URL --redis URL [--app APP] [--once] [...]
+    messagebus outbox parked --db URL  |  messagebus outbox retry (ID ... | --all) --db URL
+    messagebus consume --app APP --group G --stream S [--stream S ...] [--redis URL]
     messagebus --version | --help
 
 ``--app`` names the application's own code (trusted, unlike a log), as
@@ -75,6 +78,8 @@ import click
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
+from ._consume_cli import add_consume_command
+from ._relay_cli import add_relay_commands
 from ._version import __version__
 from .dead_letters import (
     AsyncDeadLetters,
@@ -759,6 +764,12 @@ def purge_command(
     if not (everything or ids or message_name is not None or resolved):
         raise click.UsageError("give letter ids, --type NAME, --resolved or --all")
     return _purge(app, list(ids), message_name, resolved, everything)
+
+
+add_relay_commands(cli, app_option=_app_option, context_settings=_CONTEXT)
+add_consume_command(
+    cli, app_option=_app_option, load_app=lambda args: _app(args.app), context_settings=_CONTEXT
+)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ EXPECTED_TESTING = [
     "FakeAsyncUnitOfWork",
     "FakeClock",
     "FakeUnitOfWork",
+    "InMemoryInbox",
     "InMemoryRepository",
     "Recorder",
     "RepositoryView",
