@@ -59,29 +59,29 @@ def add_consume_command(
     )
     @click.option(
         "--batch",
-        type=click.IntRange(min=1),
-        default=10,
+        callback=_positive,
+        default="10",
         metavar="N",
         help="messages in flight (default 10)",
     )
     @click.option(
         "--claim-idle",
-        type=click.FloatRange(min=0),
-        default=60.0,
+        callback=_seconds,
+        default="60",
         metavar="SECONDS",
         help="take over entries pending this long (a crashed consumer's; default 60)",
     )
     @click.option(
         "--max-deliveries",
-        type=click.IntRange(min=1),
-        default=5,
+        callback=_positive,
+        default="5",
         metavar="N",
         help="deliveries before an entry is a dead letter (default 5)",
     )
     @click.option(
         "--block",
-        type=click.FloatRange(min=0),
-        default=1.0,
+        callback=_seconds,
+        default="1",
         metavar="SECONDS",
         help="how long a read waits for new entries (default 1; also the longest stop delay)",
     )
@@ -94,6 +94,26 @@ def add_consume_command(
         """
         args = types.SimpleNamespace(group=group_name, streams=list(streams), **options)
         return _consume(args, load_app=load_app)
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"not a positive integer: {value!r}")
+    return number
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # NaN too
+        raise click.BadParameter(f"not a number of seconds: {value!r}")
+    return number
 
 
 def _consume(args: Any, *, load_app: Callable[[Any], Any]) -> int:
