@@ -127,7 +127,9 @@ def _consume(args: Any, *, load_app: Callable[[Any], Any]) -> int:
         import redis
         import redis.asyncio
     except ImportError:
-        raise CannotStart("consume needs redis-py: pip install 'messagebus[redis]'") from None
+        raise CannotStart(
+            "consume needs redis-py: pip install 'service-messagebus[redis]'"
+        ) from None
     from .consumer import Consumer, ConsumerSummary
     from .exceptions import ConfigurationError
     from .redis import RedisStreamReader

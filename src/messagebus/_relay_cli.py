@@ -62,7 +62,7 @@ def _engine(args: Any) -> Any:
         from sqlalchemy.engine import make_url
     except ImportError:  # pragma: no cover - the sqlalchemy extra is missing
         raise _CannotStart(
-            "the outbox needs SQLAlchemy: pip install 'messagebus[sqlalchemy]'"
+            "the outbox needs SQLAlchemy: pip install 'service-messagebus[sqlalchemy]'"
         ) from None
     try:
         parsed = make_url(url)
@@ -107,7 +107,9 @@ def _publisher(args: Any) -> Any:
 
         from messagebus.redis import RedisPublisher
     except ImportError:  # pragma: no cover - the redis extra is missing
-        raise _CannotStart("the relay needs redis-py: pip install 'messagebus[redis]'") from None
+        raise _CannotStart(
+            "the relay needs redis-py: pip install 'service-messagebus[redis]'"
+        ) from None
     try:
         client = redis.Redis.from_url(url)
     except ValueError as exc:

@@ -148,7 +148,6 @@ def test_the_same_entry_delivered_twice_is_handled_once(
     )
 
 
-@pytest.mark.xfail(strict=True, reason="needs the bus's inbox wiring")
 def test_the_same_entry_delivered_twice_is_handled_once_by_a_handler_that_does_not_claim_it(
     engine: sqlalchemy.Engine, client: redis.Redis, stream: str, letters: InMemoryDeadLetters
 ) -> None:
@@ -529,7 +528,6 @@ def test_while_redis_is_down_the_consumer_waits_longer_each_time_and_goes_on_whe
     client.close()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the bus's inbox wiring")
 def test_after_a_crash_between_commit_and_ack_a_handler_that_does_not_claim_is_not_run_again(
     engine: sqlalchemy.Engine, client: redis.Redis, stream: str, letters: InMemoryDeadLetters
 ) -> None:
