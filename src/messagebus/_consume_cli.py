@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import functools
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -152,11 +153,10 @@ def _consume(
                 reader = RedisStreamReader(client, **options)
                 consumer = Consumer(bus, reader, max_deliveries=args.max_deliveries)
                 reader.setup()
-                print(
-                    f"consuming {', '.join(reader.streams)} as {reader.consumer} in {reader.group}",
-                    flush=True,
-                )
-                summary = consumer.run(handle_signals=True)
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, lambda *_: consumer.stop())
+                _ready(reader)  # after the handlers: from now on, SIGTERM stops it cleanly
+                summary = consumer.run()
             finally:
                 client.close()
     except ConfigurationError as exc:
@@ -171,6 +171,13 @@ def _consume(
     return 0
 
 
+def _ready(reader: Any) -> None:
+    print(
+        f"consuming {', '.join(reader.streams)} as {reader.consumer} in {reader.group}",
+        flush=True,
+    )
+
+
 async def _run_async(bus: Any, url: str, options: dict[str, Any], max_deliveries: int) -> Any:
     import redis.asyncio
 
@@ -182,10 +189,10 @@ async def _run_async(bus: Any, url: str, options: dict[str, Any], max_deliveries
         reader = AsyncRedisStreamReader(client, **options)
         consumer = AsyncConsumer(bus, reader, max_deliveries=max_deliveries)
         await reader.setup()
-        print(
-            f"consuming {', '.join(reader.streams)} as {reader.consumer} in {reader.group}",
-            flush=True,
-        )
-        return await consumer.run(handle_signals=True)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, consumer.stop)
+        _ready(reader)
+        return await consumer.run()
     finally:
         await client.aclose()
