@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import types
 from collections.abc import Callable
 from typing import Any
@@ -153,11 +154,10 @@ def _consume(args: Any, *, load_app: Callable[[Any], Any]) -> int:
                 reader = RedisStreamReader(client, **options)
                 consumer = Consumer(bus, reader, max_deliveries=args.max_deliveries)
                 reader.setup()
-                print(
-                    f"consuming {', '.join(reader.streams)} as {reader.consumer} in {reader.group}",
-                    flush=True,
-                )
-                summary = consumer.run(handle_signals=True)
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, lambda *_: consumer.stop())
+                _ready(reader)  # after the handlers: from now on, SIGTERM stops it cleanly
+                summary = consumer.run()
             finally:
                 client.close()
     except ConfigurationError as exc:
@@ -172,6 +172,13 @@ def _consume(args: Any, *, load_app: Callable[[Any], Any]) -> int:
     return 0
 
 
+def _ready(reader: Any) -> None:
+    print(
+        f"consuming {', '.join(reader.streams)} as {reader.consumer} in {reader.group}",
+        flush=True,
+    )
+
+
 async def _run_async(bus: Any, url: str, options: dict[str, Any], max_deliveries: int) -> Any:
     import redis.asyncio
 
@@ -183,10 +190,10 @@ async def _run_async(bus: Any, url: str, options: dict[str, Any], max_deliveries
         reader = AsyncRedisStreamReader(client, **options)
         consumer = AsyncConsumer(bus, reader, max_deliveries=max_deliveries)
         await reader.setup()
-        print(
-            f"consuming {', '.join(reader.streams)} as {reader.consumer} in {reader.group}",
-            flush=True,
-        )
-        return await consumer.run(handle_signals=True)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, consumer.stop)
+        _ready(reader)
+        return await consumer.run()
     finally:
         await client.aclose()

@@ -19,7 +19,8 @@ A relay waits for work without polling hard: a unit of work that commits
 outbox rows in the same process wakes it at once; on PostgreSQL with psycopg
 it also listens for the ``NOTIFY`` every commit of outbox rows sends; it polls
 only every ``poll_interval`` seconds in case both were missed. While the
-broker cannot be reached it backs off (capped exponential), then goes on.
+broker or the database cannot be reached it backs off (capped exponential),
+then goes on.
 
 ::
 
@@ -51,6 +52,7 @@ from tenacity.wait import wait_base
 
 from ._wakeup import add_waker, remove_waker
 from .exceptions import MessageBusError
+from .retry import is_transient
 from .transport import OutgoingMessage
 
 if TYPE_CHECKING:
@@ -119,7 +121,7 @@ class RelayStats:
         sent: Rows published and marked sent.
         failed: Rows the broker refused (tried again later).
         parked: Rows parked after too many refusals.
-        outages: Times the broker could not be reached.
+        outages: Times the broker or the database could not be reached.
         deleted: Sent rows deleted after the retention period.
     """
 
@@ -135,7 +137,7 @@ class RelayStats:
         return (
             f"sent {self.sent} in {self.batches} batch{'' if self.batches == 1 else 'es'}; "
             f"{self.failed} refused, "
-            f"{self.parked} parked; broker unreachable {self.outages} times; "
+            f"{self.parked} parked; {self.outages} outages; "
             f"{self.deleted} old rows deleted"
         )
 
@@ -172,6 +174,24 @@ def _listen_args(engine: Any) -> tuple[Any, Any] | None:
         return None
     args, kwargs = engine.dialect.create_connect_args(engine.url)
     return args, kwargs
+
+
+def _is_outage(exc: Exception) -> bool:
+    """The broker, or the database, cannot be reached (or is busy): worth waiting for."""
+    return isinstance(exc, BrokerUnavailable) or is_transient(exc)
+
+
+def _outage(stats: RelayStats, settings: _Settings, exc: Exception, failures: int) -> float:
+    """Count and log the ``failures``-th failure in a row; the seconds to wait."""
+    stats.outages += failures == 1
+    delay = _backoff_delay(settings.backoff, failures)
+    event = (
+        "relay_broker_unavailable"
+        if isinstance(exc, BrokerUnavailable)
+        else "relay_database_unavailable"
+    )
+    _log.warning(event, error=str(exc), retry_in=delay)
+    return delay
 
 
 def _count(
@@ -226,9 +246,10 @@ class Relay:
         poll_interval: Seconds between looks at the table when nothing woke
             the relay (the fallback: commits in this process and, on
             PostgreSQL, ``NOTIFY`` wake it at once).
-        backoff: How long to wait while the broker cannot be reached, a
-            tenacity wait by the number of failures in a row (default:
-            exponential from 0.1 s, at most 30 s, with a little jitter).
+        backoff: How long to wait while the broker or the database cannot be
+            reached (a transient error, as :func:`~messagebus.is_transient`
+            says), a tenacity wait by the number of failures in a row
+            (default: exponential from 0.1 s, at most 30 s, with a little jitter).
         retention: Delete rows sent longer ago than this (None: keep them).
         cleanup_interval: Seconds between such deletions.
         listen: Listen for PostgreSQL's ``NOTIFY`` (psycopg only).
@@ -334,12 +355,11 @@ class Relay:
                 self._wake.clear()  # before the claim: a commit after it wakes the wait
                 try:
                     claimed = self.relay_batch()
-                except BrokerUnavailable as exc:
+                except Exception as exc:
+                    if not _is_outage(exc):
+                        raise
                     failures += 1
-                    self.stats.outages += failures == 1
-                    delay = _backoff_delay(self._settings.backoff, failures)
-                    _log.warning("relay_broker_unavailable", error=str(exc), retry_in=delay)
-                    self._sleep(delay)
+                    self._sleep(_outage(self.stats, self._settings, exc, failures))
                     continue
                 if failures:
                     _log.info("relay_broker_back", after_failures=failures)
@@ -508,11 +528,11 @@ class AsyncRelay:
                 wake.clear()
                 try:
                     claimed = await self.relay_batch()
-                except BrokerUnavailable as exc:
+                except Exception as exc:
+                    if not _is_outage(exc):
+                        raise
                     failures += 1
-                    self.stats.outages += failures == 1
-                    delay = _backoff_delay(self._settings.backoff, failures)
-                    _log.warning("relay_broker_unavailable", error=str(exc), retry_in=delay)
+                    delay = _outage(self.stats, self._settings, exc, failures)
                     if self._sleep is not None:
                         await self._sleep(delay)
                     else:

@@ -69,6 +69,9 @@ class Fail(Exception):
     """What a handler told to fail raises."""
 
 
+#: The engines make_bus made: a test that runs the command in its own process disposes them.
+ENGINES: list[sqlalchemy.Engine] = []
+
 #: Orders whose handling raises (set by a test).
 FAILING: set[str] = set()
 #: Orders whose handling ends with a SIGTERM to this process (set by a test).
@@ -136,6 +139,7 @@ def make_bus() -> MessageBus:
         # Quiet: a line per handled message would cost the processes more than the handling.
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     engine = make_engine(os.environ["CONSUMER_TEST_DATABASE_URL"])
+    ENGINES.append(engine)
     store = SqlAlchemyDeadLetterStore(engine)
     store.create_table()
     return build(engine, dead_letters=store)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -35,6 +36,8 @@ def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def clean() -> Iterator[None]:
     yield
     app.TERMINATING.clear()
+    while app.ENGINES:  # what the application of --app left open
+        app.ENGINES.pop().dispose()
 
 
 def consume(*arguments: str) -> int:
@@ -114,7 +117,7 @@ def test_consume_runs_an_async_bus_on_asyncio(
 
 
 def make_bus_without_dead_letters() -> object:
-    return app.build(app.make_engine("sqlite://"))
+    return app.build(sqlalchemy.create_engine("sqlite://"))  # never connected
 
 
 @pytest.mark.parametrize(

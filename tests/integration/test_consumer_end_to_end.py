@@ -54,6 +54,11 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
+    def ready(self) -> bool:
+        """Whether it said it runs (after setting its signal handlers)."""
+        text = self.log.read_text(errors="replace")
+        return "consuming " in text or "relay: " in text
+
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
@@ -86,7 +91,7 @@ def test_relays_and_consumers_killed_and_redis_restarted_lose_nothing_and_repeat
     base = [sys.executable, "-m", "messagebus.cli"]
     relay_command = [
         *base, "relay", "--db", postgres_database, "--redis", redis_server.url,
-        "--table", outbox.table.name, "--batch-size", "100", "--poll-interval", "0.2", "--quiet",
+        "--table", outbox.table.name, "--batch-size", "100", "--poll-interval", "0.2",
     ]  # fmt: skip
 
     def consumer_command(name: str) -> list[str]:
@@ -151,6 +156,9 @@ def test_relays_and_consumers_killed_and_redis_restarted_lose_nothing_and_repeat
     wait_until(lambda: outbox.pending() == 0, "every row published")
     wait_until(lambda: int(client.xpending(stream, group)["pending"]) == 0, "nothing pending")
     survivors = running()
+    # Each has started (its first line comes after its signal handlers are set):
+    # one started a moment ago may still be importing, and SIGTERM would kill it.
+    wait_until(lambda: all(p.ready() for p in survivors), "the last processes started")
     for process in survivors:
         process.process.send_signal(signal.SIGTERM)
     codes = [process.process.wait(timeout=PATIENCE) for process in survivors]

@@ -381,3 +381,23 @@ def test_two_transactions_changing_one_row_write_their_rows_in_the_order_they_co
 
     assert [("counter-1", 1), ("counter-1", 2)] == numbers(outbox)
     engine.dispose()
+
+
+def test_a_claim_on_postgresql_locks_only_the_keys_of_the_rows_it_takes(
+    postgres_database_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    engine = make_engine("postgresql", tmp_path, postgres_database_factory)
+    outbox = make_outbox(engine)
+    write(outbox, [message("s", key, n) for key in ("a", "b", "c") for n in range(4)])
+
+    first = outbox.claim(3)  # a's first three rows: only a is held
+    second = outbox.claim(6)  # b's four rows, then two of c's
+    third = outbox.claim(6)  # a and b are held; c's are the second's: nothing left
+    try:
+        assert ["a"] * 3 == [entry.message.key for entry in first.entries]
+        assert ["b"] * 4 + ["c"] * 2 == [entry.message.key for entry in second.entries]
+        assert [] == third.entries
+    finally:
+        for claim in (first, second, third):
+            outbox.release(claim)
+    engine.dispose()

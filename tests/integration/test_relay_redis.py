@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -525,3 +526,43 @@ def test_the_publisher_says_when_redis_cannot_be_reached(redis_server: RedisServ
         publisher.version()
     assert "maxlen=None" in repr(publisher)
     client.close()
+
+
+def test_while_the_database_is_locked_the_relay_waits_then_goes_on(
+    tmp_path: Path, client: redis.Redis, stream: str
+) -> None:
+    path = tmp_path / "outbox.db"
+    # No busy timeout: a locked database fails at once (OperationalError, transient).
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    outbox = make_outbox(engine)
+    write(outbox, [message(stream, "k", n) for n in range(2)])
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        locker.execute("COMMIT")  # and lets it go during the first wait
+
+    def stop_when_done(stats: RelayStats) -> None:
+        relay.stop()
+
+    relay = relay_of(outbox, client, sleep=sleep, on_batch=stop_when_done, retention=None)
+    stats = relay.run()
+
+    assert 1 == len(waits)
+    assert (2, 1) == (stats.sent, stats.outages)
+    assert [("k", 0), ("k", 1)] == read_stream(client, stream)
+    locker.close()
+    engine.dispose()
+
+
+def test_an_error_of_the_database_that_is_not_transient_stops_the_relay(
+    tmp_path: Path, postgres_database_factory: Callable[[], str], client: redis.Redis
+) -> None:
+    engine = make_engine("postgresql", tmp_path, postgres_database_factory)
+    relay = relay_of(SqlAlchemyOutbox(engine), client, retention=None)  # no table
+
+    with pytest.raises(sa.exc.ProgrammingError, match="messagebus_outbox"):
+        relay.run()
+    engine.dispose()

@@ -12,9 +12,10 @@ dies before it marks them leaves them pending (its transaction is rolled back
 with its connection): the next claim publishes them again (at least once).
 
 On PostgreSQL several relays may run at once. A claim takes a transaction
-advisory lock per partition key (``pg_try_advisory_xact_lock``) and takes only
-rows of the keys it locked, so two relays never publish rows of one key at the
-same time; keys another relay holds are skipped, not waited for. Rows of a
+advisory lock per partition key (``pg_try_advisory_xact_lock``), for the keys
+of the oldest rows it will publish and no others, and takes only rows of the
+keys it locked, so two relays never publish rows of one key at the same time;
+keys another relay holds are skipped, not waited for. Rows of a
 key are taken in the order they were written, from the oldest pending one; a
 key whose oldest pending row waits for a retry is skipped as a whole, so that
 no later row overtakes it. On SQLite, run one relay.
@@ -313,24 +314,15 @@ class _Queries:
         t = self.table
         limit = sa.bindparam("limit", type_=sa.Integer)
         window = sa.bindparam("window", type_=sa.Integer)
-        # PostgreSQL: lock up to `limit` keys no other relay holds, oldest first. The
-        # keys of the oldest takeable rows (a window of two batches), each with its
-        # oldest row's id, sorted; then, in that order, each key's advisory lock is
-        # tried until `limit` are taken. The inner LIMIT keeps the sort below the
-        # lock's filter, so that only the keys this relay takes are locked.
-        window_rows = (
-            self._takeable(t.c.partition_key, t.c.id).order_by(t.c.id).limit(window).subquery()
+        # PostgreSQL: the keys of the oldest takeable rows (a window of two batches),
+        # in the rows' order.
+        self._candidates = self._takeable(t.c.partition_key).order_by(t.c.id).limit(window)
+        # ... and the advisory locks of some of them, each tried (never waited for).
+        key = sa.func.unnest(sa.bindparam("keys", type_=postgresql.ARRAY(sa.String)))
+        candidate = sa.select(key.label("k")).subquery()
+        self._try_locks = sa.select(candidate.c.k).where(
+            sa.func.pg_try_advisory_xact_lock(self.lock_space, sa.func.hashtext(candidate.c.k))
         )
-        first = sa.func.min(window_rows.c.id).label("first")
-        keys = (
-            sa.select(window_rows.c.partition_key.label("k"), first)
-            .group_by(window_rows.c.partition_key)
-            .order_by(first)
-            .limit(window)
-            .subquery()
-        )
-        locked = sa.func.pg_try_advisory_xact_lock(self.lock_space, sa.func.hashtext(keys.c.k))
-        self._lock_keys = sa.select(keys.c.k).where(locked).limit(limit)
         rows = self._takeable(*t.c)
         self._rows = rows.order_by(t.c.id).limit(limit)
         # PostgreSQL: keys and ids as one array parameter each, not one per value.
@@ -346,9 +338,13 @@ class _Queries:
             t.update().where(chosen, t.c.sent_at.is_(None)).values(sent_at=sa.bindparam("sent"))
         )
 
-    def lock_keys(self, now: _dt.datetime, limit: int) -> tuple[sa.Select[Any], dict[str, Any]]:
-        """PostgreSQL: lock up to ``limit`` keys no other relay holds, oldest first."""
-        return self._lock_keys, {"now": now, "limit": limit, "window": limit * 2}
+    def candidates(self, now: _dt.datetime, limit: int) -> tuple[sa.Select[Any], dict[str, Any]]:
+        """PostgreSQL: the keys of the oldest takeable rows, a key a row, in order."""
+        return self._candidates, {"now": now, "window": limit * 2}
+
+    def try_locks(self, keys: Sequence[str]) -> tuple[sa.Select[Any], dict[str, Any]]:
+        """PostgreSQL: lock those of ``keys`` no other relay holds; selects them."""
+        return self._try_locks, {"keys": list(keys)}
 
     def rows(
         self, now: _dt.datetime, keys: Sequence[str] | None, limit: int
@@ -395,6 +391,46 @@ class _Queries:
     def count_pending(self) -> sa.Select[Any]:
         t = self.table
         return sa.select(sa.func.count()).select_from(t).where(_pending(t))
+
+
+class _KeyPicker:
+    """Chooses which keys a PostgreSQL claim tries to lock, a few at a time.
+
+    It walks the keys of the oldest takeable rows, in the rows' order: a chunk
+    is the keys not tried yet among the first ``limit`` rows whose keys are not
+    held by another relay. So a relay locks the keys of the rows it will
+    publish, and no more (other relays may take the rest meanwhile); a key
+    another relay holds is skipped, and the walk goes further.
+    """
+
+    def __init__(self, row_keys: Iterable[str], limit: int) -> None:
+        self._row_keys = list(row_keys)
+        self._limit = limit
+        self._tried: set[str] = set()
+        self._held: set[str] = set()
+        self.keys: list[str] = []
+
+    def next_chunk(self) -> list[str]:
+        chunk: dict[str, None] = {}
+        rows = 0
+        for key in self._row_keys:
+            if key in self._held:
+                continue
+            if rows == self._limit:
+                break
+            rows += 1
+            if key not in self._tried:
+                chunk[key] = None
+        return list(chunk)
+
+    def took(self, tried: Iterable[str], locked: Iterable[str]) -> None:
+        locked = set(locked)
+        for key in tried:
+            self._tried.add(key)
+            if key in locked:
+                self.keys.append(key)
+            else:
+                self._held.add(key)
 
 
 def _default_retry_delay(tries: int) -> float:
@@ -465,12 +501,16 @@ class SqlAlchemyOutbox:
 
     def _claim(self, connection: Connection, limit: int) -> list[OutboxEntry]:
         # On PostgreSQL: the oldest keys no other relay holds (locked until this
-        # transaction ends), then their rows, read by a statement that starts after
-        # the locks were taken: it sees every row the key's previous holder marked.
+        # transaction ends), as many as the batch needs, then their rows, read by a
+        # statement that starts after the locks were taken: it sees every row the
+        # key's previous holder marked.
         q, now = self._queries, self.clock()
         keys: list[str] | None = None
         if self._postgres:
-            keys = list(connection.execute(*q.lock_keys(now, limit)).scalars())
+            picker = _KeyPicker(connection.execute(*q.candidates(now, limit)).scalars(), limit)
+            while chunk := picker.next_chunk():
+                picker.took(chunk, connection.execute(*q.try_locks(chunk)).scalars())
+            keys = picker.keys
             if not keys:
                 return []
         rows = connection.execute(*q.rows(now, keys, limit)).mappings()
@@ -577,7 +617,11 @@ class AsyncSqlAlchemyOutbox:
         q, now = self._queries, self.clock()
         keys: list[str] | None = None
         if self._postgres:
-            keys = list((await connection.execute(*q.lock_keys(now, limit))).scalars())
+            found = await connection.execute(*q.candidates(now, limit))
+            picker = _KeyPicker(found.scalars(), limit)
+            while chunk := picker.next_chunk():
+                picker.took(chunk, (await connection.execute(*q.try_locks(chunk))).scalars())
+            keys = picker.keys
             if not keys:
                 return []
         rows = (await connection.execute(*q.rows(now, keys, limit))).mappings()
