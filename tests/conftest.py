@@ -1,5 +1,5 @@
 """What the integration and end-to-end tests share: the example on sys.path, and
-a real PostgreSQL server started for the test run.
+a real PostgreSQL server started for the test run (and Redis: tests/servers.py).
 
 PostgreSQL: ``DATABASE_URL`` (a ``postgresql+psycopg://`` URL) when it is set;
 otherwise a server of this run's own, from the PostgreSQL binaries on this
@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+# Redis, started like PostgreSQL below: the fixtures live with the server code.
+from .servers import redis_server, redis_url  # noqa: F401
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL

@@ -10,6 +10,9 @@
     messagebus dead-letters retry (ID ... | --type NAME | --all) --app APP
     messagebus dead-letters purge (ID ... | --type NAME | --resolved | --all) --app APP
     messagebus graph --app APP [--format mermaid|dot|svg] [--output FILE]
+    messagebus relay --db URL --redis URL [--app APP] [--once] [...]
+    messagebus outbox parked --db URL  |  messagebus outbox retry (ID ... | --all) --db URL
+    messagebus consume --app APP --group G --stream S [--stream S ...] [--redis URL]
     messagebus --version | --help
 
 ``--app`` names the application's own code (trusted, unlike a log), as
@@ -76,7 +79,9 @@ import click
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
+from ._consume_cli import add_consume_command
 from ._registry import Registry
+from ._relay_cli import add_relay_commands
 from ._version import __version__
 from .dead_letters import (
     AsyncDeadLetters,
@@ -821,6 +826,12 @@ def graph_command(app: str | None, output_format: str, output: str | None) -> in
     else:
         Path(output).write_text(text, encoding="utf-8")
     return OK
+
+
+add_relay_commands(cli, app_option=_app_option, context_settings=_CONTEXT)
+add_consume_command(
+    cli, app_option=_app_option, load_app=lambda args: _app(args.app), context_settings=_CONTEXT
+)
 
 
 if __name__ == "__main__":

@@ -668,12 +668,19 @@ def test_the_subpackage_exports_the_unit_of_work_and_the_repository() -> None:
     import messagebus.sqlalchemy
 
     assert [
+        "AsyncSqlAlchemyOutbox",
         "AsyncSqlAlchemyRepository",
         "AsyncSqlAlchemyUnitOfWork",
+        "Claim",
+        "OutboxEntry",
         "SqlAlchemyDeadLetterStore",
+        "SqlAlchemyOutbox",
         "SqlAlchemyRepository",
         "SqlAlchemyUnitOfWork",
         "dead_letter_table",
+        "inbox_table",
+        "outbox_table",
+        "purge_inbox",
     ] == messagebus.sqlalchemy.__all__
 
 

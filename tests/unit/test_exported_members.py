@@ -62,6 +62,7 @@ EXPECTED_TESTING = [
     "FakeAsyncUnitOfWork",
     "FakeClock",
     "FakeUnitOfWork",
+    "InMemoryInbox",
     "InMemoryRepository",
     "Recorder",
     "RepositoryView",

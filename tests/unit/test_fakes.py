@@ -317,8 +317,12 @@ class ProductRow(Base):
 #: as attributes): the bus commits, rolls back, closes and collects the new events;
 #: repositories (an application's own, too) track what they hand out.
 UNIT_OF_WORK = {"commit", "rollback", "close", "collect_new_events", "seen", "track"}
+#: What the bus uses of a unit of work for a message delivered by a consumer.
+UNIT_OF_WORK |= {"claim_incoming"}
+#: What the bus uses of a unit of work for messages that leave the process (the outbox).
+UNIT_OF_WORK |= {"stage_outgoing"}
 #: What a test checks of the fake only.
-FAKE_ONLY = {"committed", "rolled_back", "closed"}
+FAKE_ONLY = {"committed", "rolled_back", "closed", "outgoing"}
 #: The session, for queries that no repository offers: a real database only.
 SQLALCHEMY_ONLY = {"session"}
 #: What a handler uses of a repository.
@@ -383,7 +387,7 @@ def test_the_async_fake_unit_of_work_has_the_interface_of_the_sqlalchemy_one() -
         asyncio.run(real.close())
 
     # Awaited alike: what touches the database, not what only tracks or collects.
-    awaited = {"commit", "rollback", "close", "get", "list"}
+    awaited = {"commit", "rollback", "close", "get", "list", "claim_incoming"}
     assert awaited == {
         name
         for obj, names in ((fake, UNIT_OF_WORK), (fake.products, REPOSITORY))

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from messagebus._wakeup import wake_relays
 from messagebus.exceptions import ConfigurationError
+from messagebus.transport import OutgoingMessage
 from messagebus.unit_of_work import AbstractAsyncUnitOfWork, _repository
 
 from ._async_repository import AsyncSqlAlchemyRepository
+from ._inbox import claim, claim_statement, default_inbox_table
+from ._outbox import check_messages, stage_statements
 from ._unit_of_work import _INFO_KEY, _check_repositories, _listen_for_flushes
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
@@ -61,6 +66,10 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
     Args:
         session_factory: Makes the session, e.g. an ``async_sessionmaker``;
             called once.
+        inbox_table: The inbox table of :meth:`claim_incoming` (by default
+            ``messagebus_inbox``).
+        outbox_table: The outbox table of :meth:`stage_outgoing` (by default
+            ``messagebus_outbox``).
         **repositories: :class:`~messagebus.sqlalchemy.AsyncSqlAlchemyRepository`
             declarations by the attribute name they are reached by.
 
@@ -73,9 +82,15 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
         self,
         session_factory: Callable[[], AsyncSession],
         /,
+        *,
+        inbox_table: sqlalchemy.Table | None = None,
+        outbox_table: sqlalchemy.Table | None = None,
         **repositories: AsyncSqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
+        self._inbox_table = inbox_table
+        self._outbox_table = outbox_table
+        self._outgoing: list[OutgoingMessage] = []
         _check_repositories(self, AsyncSqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, AsyncSession):
@@ -102,10 +117,43 @@ class AsyncSqlAlchemyUnitOfWork(AbstractAsyncUnitOfWork):
     def __getattr__(self, name: str) -> AsyncSqlAlchemyRepository[Any]:
         return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
 
+    async def claim_incoming(self, message_id: str, handler: str) -> bool:
+        """Record in the inbox table that ``handler`` handles the delivered message
+        ``message_id``, in this unit of work's transaction (as
+        :meth:`SqlAlchemyUnitOfWork.claim_incoming
+        <messagebus.sqlalchemy.SqlAlchemyUnitOfWork.claim_incoming>` does).
+
+        Returns False when that handler has handled the message before.
+        """
+        table = self._inbox_table if self._inbox_table is not None else default_inbox_table()
+        dialect = self.session.get_bind().dialect.name
+        statement = claim_statement(dialect, table)
+        result = await self.session.execute(statement, claim(message_id, handler))
+        return result.first() is not None  # the claim's row, RETURNING it: inserted
+
+    def stage_outgoing(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Send ``messages`` if, and only if, this unit of work commits: written
+        to the outbox table at commit, in its transaction (as
+        :meth:`SqlAlchemyUnitOfWork.stage_outgoing
+        <messagebus.sqlalchemy.SqlAlchemyUnitOfWork.stage_outgoing>` does).
+        Not awaited: nothing is written until the commit.
+        """
+        check_messages(messages)
+        self._outgoing.extend(messages)
+
     async def _commit(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing:
+            await self.session.flush()
+            dialect = self.session.get_bind().dialect.name
+            for statement, parameters in stage_statements(dialect, self._outbox_table, outgoing):
+                await self.session.execute(statement, parameters)
         await self.session.commit()
+        if outgoing:
+            wake_relays()
 
     async def _rollback(self) -> None:
+        self._outgoing = []
         await self.session.rollback()
 
     async def close(self) -> None:

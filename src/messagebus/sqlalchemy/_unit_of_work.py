@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -12,9 +12,13 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.orm import InstanceState, Session, UOWTransaction
 
+from messagebus._wakeup import wake_relays
 from messagebus.exceptions import ConfigurationError
+from messagebus.transport import OutgoingMessage
 from messagebus.unit_of_work import AbstractUnitOfWork, _repository
 
+from ._inbox import claim, claim_statement, default_inbox_table
+from ._outbox import check_messages, stage_statements
 from ._repository import SqlAlchemyRepository
 
 __all__ = ["SqlAlchemyUnitOfWork"]
@@ -75,8 +79,19 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     sets. On PostgreSQL at ``REPEATABLE READ`` or ``SERIALIZABLE`` the conflict
     may surface as a serialisation failure (SQLSTATE 40001) instead: retried too.
 
+    **Delivered messages** are claimed in an inbox table
+    (:meth:`claim_incoming`): ``messagebus_inbox`` unless ``inbox_table``
+    names the application's own (:func:`~messagebus.sqlalchemy.inbox_table`).
+
+    **Outgoing messages** are written to an outbox table
+    (:meth:`stage_outgoing`) in the same transaction: ``messagebus_outbox``
+    unless ``outbox_table`` names the application's own
+    (:func:`~messagebus.sqlalchemy.outbox_table`).
+
     Args:
         session_factory: Makes the session, e.g. a ``sessionmaker``; called once.
+        inbox_table: The inbox table (by default ``messagebus_inbox``).
+        outbox_table: The outbox table (by default ``messagebus_outbox``).
         **repositories: Repository declarations by the attribute name they
             are reached by.
 
@@ -89,9 +104,15 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self,
         session_factory: Callable[[], Session],
         /,
+        *,
+        inbox_table: sqlalchemy.Table | None = None,
+        outbox_table: sqlalchemy.Table | None = None,
         **repositories: SqlAlchemyRepository[Any],
     ) -> None:
         super().__init__()
+        self._inbox_table = inbox_table
+        self._outbox_table = outbox_table
+        self._outgoing: list[OutgoingMessage] = []
         _check_repositories(self, SqlAlchemyRepository, repositories)
         session = session_factory()
         if not isinstance(session, Session):
@@ -114,10 +135,51 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     def __getattr__(self, name: str) -> SqlAlchemyRepository[Any]:
         return _repository(self, self.__dict__.get("_repositories", {}), name)  # type: ignore[no-any-return]
 
+    def claim_incoming(self, message_id: str, handler: str) -> bool:
+        """Record in the inbox table that ``handler`` handles the delivered message
+        ``message_id``, in this unit of work's transaction.
+
+        Returns False when the inbox has that row already: the message was
+        handled by that handler (and committed) before, so it is not handled
+        again. On PostgreSQL a concurrent claim of the same pair waits for the
+        first transaction to end, then sees its row (or, had it rolled back,
+        claims it). The row commits, or rolls back, with the handler's change.
+        """
+        table = self._inbox_table if self._inbox_table is not None else default_inbox_table()
+        dialect = self.session.get_bind().dialect.name
+        statement = claim_statement(dialect, table)
+        result = self.session.execute(statement, claim(message_id, handler))
+        return result.first() is not None  # the claim's row, RETURNING it: inserted
+
+    def stage_outgoing(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Send ``messages`` if, and only if, this unit of work commits.
+
+        They are written to the outbox table at commit, in its transaction,
+        after the change's own rows (whose row locks order two transactions
+        that change the same aggregate: the second one's rows come after the
+        first one's); a relay publishes them. Rollback discards them. On
+        PostgreSQL the commit also notifies the relays that listen; in this
+        process, relays are woken when the commit returns.
+
+        Raises:
+            TypeError: Something other than an :class:`~messagebus.transport.OutgoingMessage`.
+        """
+        check_messages(messages)
+        self._outgoing.extend(messages)
+
     def _commit(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing:
+            self.session.flush()
+            dialect = self.session.get_bind().dialect.name
+            for statement, parameters in stage_statements(dialect, self._outbox_table, outgoing):
+                self.session.execute(statement, parameters)
         self.session.commit()
+        if outgoing:
+            wake_relays()
 
     def _rollback(self) -> None:
+        self._outgoing = []
         self.session.rollback()
 
     def close(self) -> None:

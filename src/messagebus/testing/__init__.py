@@ -27,6 +27,7 @@ from ._fakes import (
     AsyncRepositoryView,
     FakeAsyncUnitOfWork,
     FakeUnitOfWork,
+    InMemoryInbox,
     InMemoryRepository,
     RepositoryView,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "FakeAsyncUnitOfWork",
     "FakeClock",
     "FakeUnitOfWork",
+    "InMemoryInbox",
     "InMemoryRepository",
     "Recorder",
     "RepositoryView",

@@ -6,10 +6,11 @@ import builtins
 import copy
 import threading
 import typing
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from messagebus.exceptions import ConcurrencyError
+from messagebus.exceptions import ConcurrencyError, ConfigurationError
+from messagebus.transport import OutgoingMessage
 from messagebus.unit_of_work import (
     AbstractAsyncUnitOfWork,
     AbstractUnitOfWork,
@@ -173,26 +174,99 @@ def _commit_views(views: Iterable[RepositoryView[Any]]) -> None:
             lock.release()
 
 
+class InMemoryInbox:
+    """The delivered messages each handler has handled, shared by fake units of work.
+
+    The in-memory twin of the inbox table: give the same one to every unit
+    of work (``FakeUnitOfWork(inbox=inbox, ...)``); their
+    ``claim_incoming(message_id, handler)`` claims are kept on commit.
+
+    Attributes:
+        claims: How many claims were made (granted or refused).
+    """
+
+    def __init__(self) -> None:
+        self._handled: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self.claims = 0
+
+    def __contains__(self, item: object) -> bool:
+        """Whether ``(message_id, handler)`` was handled (committed)."""
+        with self._lock:
+            return item in self._handled
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._handled)
+
+
 class _FakeRepositories:
     """Repositories reached as attributes, one view per unit of work."""
 
     _views: dict[str, RepositoryView[Any]]
 
-    def __init__(self, **repositories: InMemoryRepository[Any]) -> None:
+    def __init__(
+        self, *, inbox: InMemoryInbox | None = None, **repositories: InMemoryRepository[Any]
+    ) -> None:
         super().__init__()
         tracker = typing.cast(_Tracking, self)
         self._views = {name: repo._view(repo, tracker) for name, repo in repositories.items()}
+        self._inbox = inbox
+        self._claims: list[tuple[str, str]] = []
+        self._staged: list[OutgoingMessage] = []
+        self.outgoing: list[OutgoingMessage] = []
         self.committed = 0
         self.rolled_back = 0
         self.closed = False
 
+    def _claim(self, message_id: str, handler: str) -> bool:
+        inbox = self._inbox
+        if inbox is None:
+            raise ConfigurationError(
+                "this fake unit of work has no inbox to claim delivered messages in: "
+                "give every one the same FakeUnitOfWork(inbox=InMemoryInbox(), ...)"
+            )
+        claim = (message_id, handler)
+        with inbox._lock:
+            inbox.claims += 1
+            if claim in inbox._handled or claim in self._claims:
+                return False
+        self._claims.append(claim)
+        return True
+
     def _commit_now(self) -> None:
-        _commit_views(self._views.values())
+        inbox = self._inbox
+        if inbox is None or not self._claims:
+            _commit_views(self._views.values())
+        else:
+            with inbox._lock:
+                # A concurrent unit of work claimed and committed the same message
+                # first: this one fails, as the database's unique key would make it.
+                taken = [claim for claim in self._claims if claim in inbox._handled]
+                if taken:
+                    raise ConcurrencyError(f"message {taken[0][0]!r} handled by {taken[0][1]!r}")
+                _commit_views(self._views.values())
+                inbox._handled.update(self._claims)
+            self._claims = []
+        self.outgoing.extend(self._staged)
+        self._staged = []
         self.committed += 1
+
+    def stage_outgoing(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Keep ``messages`` to send: added to :attr:`outgoing` if this unit of
+        work commits, discarded if it rolls back (the outbox of the fakes)."""
+        for message in messages:
+            if not isinstance(message, OutgoingMessage):
+                raise TypeError(
+                    f"stage_outgoing takes OutgoingMessage values, not {type(message).__qualname__}"
+                )
+        self._staged.extend(messages)
 
     def _discard(self) -> None:
         for view in self._views.values():
             view._working.clear()
+        self._claims = []
+        self._staged = []
         self.rolled_back += 1
 
     def __getattr__(self, name: str) -> Any:
@@ -257,11 +331,25 @@ class FakeUnitOfWork(_FakeRepositories, AbstractUnitOfWork):
     It behaves like a transaction: changes reach the repositories on commit,
     all or nothing, and rollback discards them with their events.
 
+    ``inbox=`` an :class:`InMemoryInbox` shared by the units of work keeps
+    the delivered messages claimed with :meth:`claim_incoming`, as the inbox
+    table of ``SqlAlchemyUnitOfWork`` does.
+
+    Messages given to :meth:`stage_outgoing` (to leave the process) are kept
+    in its ``outgoing`` list when it commits, as ``SqlAlchemyUnitOfWork``
+    writes them to its outbox table.
+
     Attributes:
         committed: How many times it committed.
         rolled_back: How many times it rolled back.
         closed: Whether it was closed.
+        outgoing: The messages staged by the attempts it committed, in order.
     """
+
+    def claim_incoming(self, message_id: str, handler: str) -> bool:
+        """Claim a delivered message for a handler in the shared inbox, kept on
+        commit; False when that handler has handled it (committed) before."""
+        return self._claim(message_id, handler)
 
     def _commit(self) -> None:
         self._commit_now()
@@ -283,6 +371,11 @@ class FakeAsyncUnitOfWork(_FakeRepositories, AbstractAsyncUnitOfWork):
 
     def _present(self, view: RepositoryView[Any]) -> Any:
         return AsyncRepositoryView(view)
+
+    async def claim_incoming(self, message_id: str, handler: str) -> bool:
+        """Claim a delivered message for a handler in the shared inbox, kept on
+        commit; False when that handler has handled it (committed) before."""
+        return self._claim(message_id, handler)
 
     async def _commit(self) -> None:
         self._commit_now()
