@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -83,6 +84,8 @@ from .dead_letters import (
     ManagedDeadLetterStore,
     RetryResult,
     StoredDeadLetter,
+    import_dead_letters,
+    import_dead_letters_async,
 )
 from .replay import ReplayReport, replay
 
@@ -90,6 +93,7 @@ __all__ = ["cli", "load_app", "main"]
 
 Bus = MessageBus | AsyncMessageBus
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: The exit statuses.
 OK, NOT_DONE, CANNOT_START, INTERRUPTED = 0, 1, 2, 130
@@ -380,6 +384,11 @@ def _letters(app: str | None) -> DeadLetters | AsyncDeadLetters:
     return DeadLetters(store, bus)
 
 
+def _done(value: Any) -> Any:
+    """The value, or, for AsyncDeadLetters, the value its coroutine gives."""
+    return asyncio.run(value) if inspect.iscoroutine(value) else value
+
+
 def _as_data(stored: StoredDeadLetter, *, full: bool) -> dict[str, Any]:
     letter = stored.letter
 
@@ -421,11 +430,13 @@ def _list(
     out, _ = _consoles()
     rich = _rich()
     letters = _letters(app)
-    found = letters.list(
-        message_name=message_name,
-        handler=handler,
-        resolved=None if everything else resolved,
-        limit=limit,
+    found: list[StoredDeadLetter] = _done(
+        letters.list(
+            message_name=message_name,
+            handler=handler,
+            resolved=None if everything else resolved,
+            limit=limit,
+        )
     )
     if as_json:
         print(json.dumps([_as_data(stored, full=False) for stored in found], indent=2))
@@ -457,7 +468,7 @@ def _list(
 def _show(app: str | None, letter_id: int, as_json: bool) -> int:
     letters = _letters(app)
     try:
-        stored = letters.show(letter_id)
+        stored: StoredDeadLetter = _done(letters.show(letter_id))
     except DeadLetterNotFoundError as exc:
         _say(f"messagebus: {exc}", err=True)
         return NOT_DONE
@@ -492,13 +503,18 @@ def _retry(app: str | None, ids: list[int], message_name: str | None, everything
         _say(f"messagebus: {exc}", err=True)
         return NOT_DONE
     for result in results:
+        note = f" ({result.note})" if result.note else ""
         if result.outcome == "failed":
-            _say(f"{result.letter_id}: failed again: {result.error}", err=True)
+            _say(f"{result.letter_id}: failed again: {result.error}{note}", err=True)
         else:
-            _say(f"{result.letter_id}: {result.outcome.replace('_', ' ')}")
+            _say(f"{result.letter_id}: {result.outcome.replace('_', ' ')}{note}")
     resolved = sum(1 for result in results if result.outcome == "resolved")
     failed = sum(1 for result in results if not result.ok)
-    _say(f"retried {len(results)}: {resolved} resolved, {failed} failed")
+    skipped = sum(1 for result in results if result.outcome == "skipped")
+    _say(
+        f"retried {len(results) - skipped}: {resolved} resolved, {failed} failed"
+        + (f"; skipped {skipped}" if skipped else "")
+    )
     return NOT_DONE if failed else OK
 
 
@@ -535,14 +551,41 @@ def _purge(
     everything: bool,
 ) -> int:
     letters = _letters(app)
-    count = letters.purge(
-        ids or None,
-        message_name=message_name,
-        resolved=True if resolved else None,
-        everything=everything,
+    count: int = _done(
+        letters.purge(
+            ids or None,
+            message_name=message_name,
+            resolved=True if resolved else None,
+            everything=everything,
+        )
     )
     _say(f"purged {count} dead letter{'' if count == 1 else 's'}")
     return OK
+
+
+def _import(app: str | None, source: str) -> int:
+    letters = _letters(app)
+    if source != "-" and not Path(source).is_file():
+        raise CannotStart(f"no file {source!r}")
+    lines: Any = sys.stdin if source == "-" else source
+    serializer = letters.bus.serializer
+    try:
+        if isinstance(letters, AsyncDeadLetters):
+            report = asyncio.run(
+                import_dead_letters_async(letters.store, lines, serializer=serializer)
+            )
+        else:
+            report = import_dead_letters(letters.store, lines, serializer=serializer)
+    except OSError as exc:
+        raise CannotStart(str(exc)) from exc
+    for problem in report.problems:
+        _say(problem, err=True)
+    _say(
+        f"imported {report.imported} dead letter{'' if report.imported == 1 else 's'}"
+        f"; {report.already_stored} already stored"
+        + (f"; {len(report.problems)} could not be imported" if report.problems else "")
+    )
+    return NOT_DONE if report.problems else OK
 
 
 # -- the commands -------------------------------------------------------------------
@@ -759,6 +802,19 @@ def purge_command(
     if not (everything or ids or message_name is not None or resolved):
         raise click.UsageError("give letter ids, --type NAME, --resolved or --all")
     return _purge(app, list(ids), message_name, resolved, everything)
+
+
+@dead_letters.command("import", context_settings=_CONTEXT)
+@click.argument("source", metavar="FILE")
+@_app_option
+def import_command(source: str, app: str | None) -> int:
+    """Bring back the dead letters the store could not write.
+
+    FILE is the store's spool file, or a log of the bus's JSON lines (its
+    dead_letter_store_failed lines), or - for stdin. A letter already in the
+    store is not added twice, so a file can be imported again.
+    """
+    return _import(app, source)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,16 @@ For :class:`~messagebus.AsyncMessageBus`, the same on an ``AsyncSession``
 
 from ._async_repository import AsyncSqlAlchemyRepository
 from ._async_unit_of_work import AsyncSqlAlchemyUnitOfWork
-from ._dead_letters import SqlAlchemyDeadLetterStore, dead_letter_table
+from ._dead_letters import (
+    AsyncSqlAlchemyDeadLetterStore,
+    SqlAlchemyDeadLetterStore,
+    dead_letter_table,
+)
 from ._repository import SqlAlchemyRepository
 from ._unit_of_work import SqlAlchemyUnitOfWork
 
 __all__ = [
+    "AsyncSqlAlchemyDeadLetterStore",
     "AsyncSqlAlchemyRepository",
     "AsyncSqlAlchemyUnitOfWork",
     "SqlAlchemyDeadLetterStore",
