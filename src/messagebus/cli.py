@@ -61,7 +61,10 @@ its tests to ``tests/unit/test_cli.py``, through :func:`main`::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import datetime as _dt
+import functools
 import importlib
 import inspect
 import json
@@ -70,7 +73,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -87,7 +90,7 @@ from .dead_letters import (
     import_dead_letters,
     import_dead_letters_async,
 )
-from .replay import ReplayReport, replay
+from .replay import ReplayReport, checkpoint_of, replay
 
 __all__ = ["cli", "load_app", "main"]
 
@@ -106,6 +109,7 @@ _SKIP_LABELS = {
     "type": "other message types",
     "time": "outside the time range",
     "not_failed": "not failed",
+    "replayed_before": "replayed before (--resume)",
 }
 
 #: How much of a log is looked at to tell whether it holds binary data.
@@ -215,6 +219,35 @@ def _app(app: str | None) -> Bus:
     return load_app(spec)
 
 
+#: The command's own stdout, while the application's writes to stdout go to stderr.
+_STDOUT: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar("_STDOUT", default=None)
+
+
+def _stdout() -> TextIO:
+    return _STDOUT.get() or sys.stdout
+
+
+def _stdout_is_the_commands(command: F) -> F:
+    """Run a command that loads the application with stdout kept for its own output.
+
+    What the application writes to stdout while it is loaded and runs (its
+    prints, and structlog's lines when the application uses structlog without
+    configuring it, whose default is stdout) goes to stderr instead: stdout
+    carries the command's summary, table or JSON only, which a pipe can read.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        token = _STDOUT.set(_stdout())
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return command(*args, **kwargs)
+        finally:
+            _STDOUT.reset(token)
+
+    return run  # type: ignore[return-value]
+
+
 def _rich() -> Any:
     try:
         import rich.console
@@ -231,7 +264,7 @@ def _rich() -> Any:
 def _consoles() -> tuple[Any, Any]:
     """Rich consoles for tables and the progress bar; text goes through :func:`_say`."""
     rich = _rich()
-    out = rich.console.Console(file=sys.stdout, highlight=False)
+    out = rich.console.Console(file=_stdout(), highlight=False)
     err = rich.console.Console(file=sys.stderr, highlight=False)
     for console in (out, err):
         if not console.is_terminal:  # a file or a pipe: lines are not cut at 80 columns
@@ -241,7 +274,7 @@ def _consoles() -> tuple[Any, Any]:
 
 def _say(text: str, *, err: bool = False) -> None:
     # Plain lines, never wrapped nor read as markup: they quote logs and errors.
-    print(text, file=sys.stderr if err else sys.stdout)
+    print(text, file=sys.stderr if err else _stdout())
 
 
 # -- replay -------------------------------------------------------------------------
@@ -252,6 +285,7 @@ def _types(values: Sequence[str]) -> list[str] | None:
     return names or None
 
 
+@_stdout_is_the_commands
 def _replay(
     log: str,
     app: str | None,
@@ -264,18 +298,26 @@ def _replay(
     dry_run: bool,
     strict: bool,
     no_progress: bool,
+    checkpoint: str | None = None,
+    resume: bool = False,
 ) -> int:
     out, err = _consoles()
     rich = _rich()
     bus = _app(app)
     source: Any
+    kept: str | None = None
     if log == "-":
         source = sys.stdin.buffer
+        if resume:
+            raise CannotStart("a replay of stdin cannot be resumed: give the log's file")
     else:
         path = Path(log)
         if not path.is_file():
             raise CannotStart(f"no log file {log!r}")
         source = path
+        if not dry_run:
+            kept = checkpoint or f"{log}.checkpoint"
+            _refuse_to_replay_twice(kept, log, resume)
     columns = (
         rich.progress.TextColumn("{task.description}"),
         rich.progress.BarColumn(),
@@ -303,9 +345,13 @@ def _replay(
                 strict=strict,
                 progress=progress,
                 keep_messages=False,
+                checkpoint=kept,
+                resume=resume,
             )
         except (ValueError, OSError) as exc:
             raise CannotStart(str(exc)) from exc
+    if kept is not None and report.stopped_at is None:
+        Path(kept).unlink(missing_ok=True)  # the whole log was read: nothing to resume
     unreadable = _unreadable(report)
     if unreadable:
         # Nothing was handled: no line could be read. One line says so, not one per line.
@@ -319,8 +365,22 @@ def _replay(
         _say(str(problem), err=True)
     out.print(_summary(rich, report, log))
     if report.stopped_at is not None:
-        _say(f"stopped at line {report.stopped_at} (--strict)", err=True)
+        resumable = f"; --resume goes on from there (checkpoint {kept})" if kept else ""
+        _say(f"stopped at line {report.stopped_at} (--strict){resumable}", err=True)
     return NOT_DONE if strict and report.problems else OK
+
+
+def _refuse_to_replay_twice(checkpoint: str, log: str, resume: bool) -> None:
+    """A replay of this log that did not finish left its checkpoint: go on, or say so."""
+    if resume:
+        return
+    upto = checkpoint_of(checkpoint)
+    if upto is not None:
+        raise CannotStart(
+            f"an earlier replay of {log} did not finish: its checkpoint {checkpoint} notes "
+            f"the messages handled, up to line {upto:,}. --resume goes on from there; "
+            "delete the checkpoint to replay everything again"
+        )
 
 
 def _unreadable(report: ReplayReport) -> int:
@@ -418,6 +478,7 @@ def _as_data(stored: StoredDeadLetter, *, full: bool) -> dict[str, Any]:
     return data
 
 
+@_stdout_is_the_commands
 def _list(
     app: str | None,
     message_name: str | None,
@@ -439,7 +500,9 @@ def _list(
         )
     )
     if as_json:
-        print(json.dumps([_as_data(stored, full=False) for stored in found], indent=2))
+        print(
+            json.dumps([_as_data(stored, full=False) for stored in found], indent=2), file=_stdout()
+        )
         return OK
     which = "all" if everything else ("resolved" if resolved else "pending")
     table = rich.table.Table(title=rich.text.Text(f"dead letters ({which}): {len(found)}"))
@@ -465,6 +528,7 @@ def _list(
     return OK
 
 
+@_stdout_is_the_commands
 def _show(app: str | None, letter_id: int, as_json: bool) -> int:
     letters = _letters(app)
     try:
@@ -474,7 +538,7 @@ def _show(app: str | None, letter_id: int, as_json: bool) -> int:
         return NOT_DONE
     data = _as_data(stored, full=True)
     if as_json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2), file=_stdout())
         return OK
     for key in (
         "id", "status", "message_name", "message_version", "message_id", "handler",
@@ -495,6 +559,7 @@ def _show(app: str | None, letter_id: int, as_json: bool) -> int:
     return OK
 
 
+@_stdout_is_the_commands
 def _retry(app: str | None, ids: list[int], message_name: str | None, everything: bool) -> int:
     letters = _letters(app)
     try:
@@ -543,6 +608,7 @@ async def _run_retries_async(
     return [await letters.retry(letter_id) for letter_id in ids]
 
 
+@_stdout_is_the_commands
 def _purge(
     app: str | None,
     ids: list[int],
@@ -563,6 +629,7 @@ def _purge(
     return OK
 
 
+@_stdout_is_the_commands
 def _import(app: str | None, source: str) -> int:
     letters = _letters(app)
     if source != "-" and not Path(source).is_file():
@@ -681,6 +748,15 @@ def _time(text: str) -> _dt.datetime:
 @click.option("--dry-run", is_flag=True, help="check every message; handle none")
 @click.option("--strict", is_flag=True, help="stop at the first problem, and exit 1")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option(
+    "--checkpoint",
+    metavar="FILE",
+    help="where to note each message handled (default: LOG.checkpoint; removed when "
+    "the whole log is replayed)",
+)
+@click.option(
+    "--resume", is_flag=True, help="go on from the checkpoint of a replay that did not finish"
+)
 def replay_command(
     log: str,
     app: str | None,
@@ -692,6 +768,8 @@ def replay_command(
     dry_run: bool,
     strict: bool,
     no_progress: bool,
+    checkpoint: str | None,
+    resume: bool,
 ) -> int:
     """Handle the messages of a JSON-lines log again.
 
@@ -699,6 +777,11 @@ def replay_command(
     handled once, root messages only unless --include-events, with its original
     ids. Bad lines are reported by number and the rest goes on; a file of which
     no line is a JSON object is not a log (exit 2).
+
+    Each message handled is noted in a checkpoint file, removed once the whole
+    log is read: a replay that was killed (or stopped by --strict) is run again
+    with --resume, and handles only what it had not handled. Without --resume,
+    a checkpoint left behind is an error (exit 2), so that nothing is handled twice.
     """
     return _replay(
         log,
@@ -711,6 +794,8 @@ def replay_command(
         dry_run=dry_run,
         strict=strict,
         no_progress=no_progress,
+        checkpoint=checkpoint,
+        resume=resume,
     )
 
 
