@@ -66,7 +66,7 @@ import structlog
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
-from .exceptions import InvalidMessageDataError, UnknownMessageError
+from .exceptions import InvalidMessageDataError, UnknownMessageError, shorten
 from .messages import Message, Metadata, message_name
 from .serialization import REDACTED, Serializer, _has_sensitive
 
@@ -630,7 +630,7 @@ class _Run:
     def _message(self, name: str, record: dict[str, Any], line: Line) -> Message:
         version = record.get("message_version")
         if version is not None and type(version) is not int:
-            raise _BadLine("invalid_record", f"message_version {version!r} is not an int")
+            raise _BadLine("invalid_record", f"message_version {shorten(version)} is not an int")
         payload = record.get("payload")
         serializer = self.serializer
         # Only a line that holds the marker at all can be a redacted one: the cheap test first.
@@ -641,7 +641,7 @@ class _Run:
             message = serializer.load_payload(name, payload, version=version)
         except UnknownMessageError:
             raise _BadLine(
-                "unknown_message", f"message name {name!r} is not registered with the bus"
+                "unknown_message", f"message name {shorten(name)} is not registered with the bus"
             ) from None
         except InvalidMessageDataError as exc:
             if suspect and _holds_marker(payload):  # e.g. "[redacted]" for an int
@@ -706,25 +706,25 @@ def _metadata(record: dict[str, Any], raw_id: str, raw_causation: object) -> Met
         try:
             message_id = uuid.UUID(raw_id)
         except ValueError:
-            raise ValueError(f"message_id {raw_id!r} is not a UUID") from None
+            raise ValueError(f"message_id {shorten(raw_id)} is not a UUID") from None
         if raw_correlation == raw_id:
             correlation_id = message_id
         elif type(raw_correlation) is str:
             correlation_id = uuid.UUID(raw_correlation)
         else:
-            raise ValueError(f"correlation_id {raw_correlation!r} is not a UUID")
+            raise ValueError(f"correlation_id {shorten(raw_correlation)} is not a UUID")
         causation_id: uuid.UUID | None = None
         if raw_causation is not None:
             if type(raw_causation) is not str:
-                raise ValueError(f"causation_id {raw_causation!r} is not a UUID")
+                raise ValueError(f"causation_id {shorten(raw_causation)} is not a UUID")
             causation_id = uuid.UUID(raw_causation)
         if type(raw_created) is not str:
-            raise ValueError(f"created_at {raw_created!r} is not an ISO datetime")
+            raise ValueError(f"created_at {shorten(raw_created)} is not an ISO datetime")
         if raw_created.endswith("Z"):  # other tools write UTC so; Python 3.10 cannot read it
             raw_created = raw_created[:-1] + "+00:00"
         created_at = _dt.datetime.fromisoformat(raw_created)
         if created_at.tzinfo is None:
-            raise ValueError(f"created_at {raw_created!r} has no UTC offset")
+            raise ValueError(f"created_at {shorten(raw_created)} has no UTC offset")
     except ValueError as exc:
         raise _BadLine("invalid_record", str(exc)) from None
     return Metadata(message_id, correlation_id, causation_id, created_at)

@@ -11,10 +11,13 @@ import pytest
 from messagebus import (
     Command,
     InvalidMessageDataError,
+    MessageBus,
+    Registry,
     SerializationError,
     Serializer,
     allow_nonfinite,
 )
+from messagebus.replay import replay
 
 
 @attrs.frozen
@@ -99,3 +102,15 @@ def test_bad_metadata_in_the_wire_form_names_the_message(serializer: Serializer)
         serializer.load_with_metadata(data)
 
     assert "Measure" == caught.value.name
+
+
+def test_replay_reports_a_huge_bad_value_of_a_log_line_cut_short(serializer: Serializer) -> None:
+    line = json.dumps(
+        {"message_name": "Measure", "message_id": "x" * 2_000_000, "payload": {"qty": 1}}
+    )
+
+    report = replay([line], MessageBus(Registry()))
+
+    (problem,) = report.problems
+    assert len(str(problem)) < 300
+    assert "message_id" in str(problem)
