@@ -81,10 +81,7 @@ def _fail(value: object, expected: str) -> typing.NoReturn:
 def _format_error(exc: BaseException, target: type | None) -> str:
     if isinstance(exc, _ShapeError):
         return str(exc)
-    try:
-        text = format_exception(exc, target)
-    except Exception:  # a text that cannot even be made (an int too long to print)
-        text = f"invalid value ({type(exc).__qualname__})"
+    text = format_exception(exc, target)
     return text if len(text) <= _LINE else text[: _LINE - 3] + "..."
 
 

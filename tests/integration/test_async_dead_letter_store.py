@@ -17,7 +17,11 @@ import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messagebus import AsyncMessageBus, ConfigurationError, Event, Registry, RetryPolicy
-from messagebus.dead_letters import AsyncDeadLetters, InMemoryDeadLetterStore
+from messagebus.dead_letters import (
+    AsyncDeadLetters,
+    DeadLetterNotFoundError,
+    InMemoryDeadLetterStore,
+)
 from messagebus.observe import DeadLetter, InMemoryDeadLetters, check_store_for_async
 from messagebus.sqlalchemy._dead_letters import (
     AsyncSqlAlchemyDeadLetterStore,
@@ -25,6 +29,8 @@ from messagebus.sqlalchemy._dead_letters import (
 )
 
 pytestmark = pytest.mark.anyio
+
+NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
@@ -184,11 +190,48 @@ async def test_an_async_store_write_that_fails_transiently_is_retried(tmp_path: 
 
     store = AsyncSqlAlchemyDeadLetterStore(engine, sleep=no_wait)
     await store.create_table()
-    letter = DeadLetter(
-        "Shipped", 1, {"order": "o1"}, {}, "h", "E: x", "", 1, dt.datetime.now(dt.timezone.utc)
-    )
+    letter = DeadLetter("Shipped", 1, {"order": "o1"}, {}, "h", "E: x", "", 1, NOW)
 
     await store.add(letter)
 
     assert [letter] == [s.letter for s in await store.list()]
+    await engine.dispose()
+
+
+async def test_the_async_store_releases_claims_and_refuses_unknown_letters(
+    store: AsyncSqlAlchemyDeadLetterStore,
+) -> None:
+    letter = DeadLetter("Shipped", 1, {"order": "o1"}, {}, "h", "E: x", "", 1, NOW)
+    await store.add(letter)
+    (stored,) = await store.list()
+    later = NOW + dt.timedelta(minutes=5)
+
+    mine = await store.claim(stored.id, owner="a", now=NOW, until=later)
+    theirs = await store.claim(stored.id, owner="b", now=NOW, until=later)
+    await store.release(stored.id, owner="a")
+    again = await store.claim(stored.id, owner="b", now=NOW, until=later)
+    await store.mark_retry_failed(stored.id, error="E: y", traceback="", at=NOW)
+
+    assert (True, None, True) == (mine is not None, theirs, again is not None)
+    assert "E: y" == (await store.get(stored.id) or stored).last_error
+    with pytest.raises(DeadLetterNotFoundError):
+        await store.mark_resolved(999, at=NOW)
+    with pytest.raises(DeadLetterNotFoundError):
+        await store.claim(999, owner="a", now=NOW, until=later)
+    assert "AsyncSqlAlchemyDeadLetterStore(" in repr(store)
+
+
+async def test_an_async_store_without_a_spool_raises_when_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+
+    async def no_wait(_: float) -> None:
+        pass
+
+    store = AsyncSqlAlchemyDeadLetterStore(engine, sleep=no_wait)  # no table: every write fails
+    letter = DeadLetter("Shipped", 1, {"order": "o1"}, {}, "h", "E: x", "", 1, NOW)
+
+    with pytest.raises(sa.exc.OperationalError):
+        await store.add(letter)
     await engine.dispose()

@@ -5,6 +5,8 @@ and ``messagebus dead-letters import`` brings spooled letters, or the bus's
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -192,3 +194,124 @@ def test_a_spool_line_that_is_not_a_letter_is_reported_and_the_others_imported(
     assert 1 == report.imported
     assert 1 == len(report.problems)
     assert report.problems[0].startswith("line 2: ")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            {"message_name": "Nope", "handler": "h", "payload": {}, "metadata": {}, "error": "E"},
+            "message name 'Nope' is not registered with the bus",
+        ),
+        (
+            {
+                "letter": {
+                    "message_name": "Paid",
+                    "message_version": 1,
+                    "payload": {},
+                    "metadata": {},
+                    "handler": "h",
+                    "error": "E",
+                    "traceback": "",
+                    "attempts": 1,
+                    "failed_at": "2024-05-01T12:00:00",
+                }
+            },
+            "has no UTC offset",
+        ),
+        (
+            {
+                "letter": {
+                    "message_name": "Paid",
+                    "message_version": 1,
+                    "payload": [],
+                    "metadata": {},
+                    "handler": "h",
+                    "error": "E",
+                    "traceback": "",
+                    "attempts": 1,
+                    "failed_at": "2024-05-01T12:00:00Z",
+                }
+            },
+            "payload is a list",
+        ),
+        (
+            {
+                "letter": {
+                    "message_name": "Paid",
+                    "message_version": "1",
+                    "payload": {},
+                    "metadata": {},
+                    "handler": "h",
+                    "error": "E",
+                    "traceback": "",
+                    "attempts": 1,
+                    "failed_at": "2024-05-01T12:00:00Z",
+                }
+            },
+            "must be ints",
+        ),
+    ],
+    ids=["unknown name", "naive time", "payload not an object", "version not an int"],
+)
+def test_a_line_that_is_not_a_whole_letter_is_reported_by_number(
+    database: Database, line: dict[str, Any], problem: str
+) -> None:
+    store = SqlAlchemyDeadLetterStore(database.engine)
+    store.create_table()
+    lines = [
+        "[1, 2] dead_letter_store_failed",
+        json.dumps({"event": "dead_letter_store_failed", **line}),
+    ]
+
+    report = import_dead_letters(store, lines, serializer=build(store).serializer)
+
+    (reported,) = report.problems
+    assert reported.startswith("line 2: ")
+    assert problem in reported
+    assert 0 == report.imported
+
+
+def test_import_of_a_missing_file_cannot_start_and_stdin_can_be_imported(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlAlchemyDeadLetterStore(database.engine)
+    store.create_table()
+    APP["store"] = store
+    app = ["--app", f"{HERE}:make_bus"]
+    line = json.dumps(
+        {
+            "event": "dead_letter_store_failed",
+            "letter": {
+                "message_name": "Paid", "message_version": 1, "payload": {"order": "o1"},
+                "metadata": {}, "handler": "h", "error": "E", "traceback": "", "attempts": 1,
+                "failed_at": "2024-05-01T12:00:00+00:00",
+            },
+        }
+    )  # fmt: skip
+    monkeypatch.setattr("sys.stdin", io.StringIO(line + "\n"))
+
+    missing = main(["dead-letters", "import", str(tmp_path / "nope"), *app])
+    piped = main(["dead-letters", "import", "-", *app])
+
+    assert (2, 0) == (missing, piped)
+    assert ["o1"] == orders(store)
+
+
+def test_a_sync_store_without_a_spool_raises_when_it_cannot_write_and_claims_release(
+    database: Database,
+) -> None:
+    store = SqlAlchemyDeadLetterStore(database.engine, sleep=lambda _: None)
+    store.create_table()
+    bus = build(store)
+    bus.handle(Paid("o1"))
+    (stored,) = store.list()
+    now = stored.letter.failed_at
+    later = now + dt.timedelta(minutes=5)
+
+    assert store.claim(stored.id, owner="a", now=now, until=later) is not None
+    store.release(stored.id, owner="a")
+    assert store.claim(stored.id, owner="b", now=now, until=later) is not None
+    database.fail_inserts(10_000)
+    with pytest.raises(sa.exc.OperationalError):
+        store.add(stored.letter)

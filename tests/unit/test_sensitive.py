@@ -14,7 +14,7 @@ from messagebus import (
     Serializer,
     sensitive,
 )
-from messagebus._sensitive import holds_sensitive, path_is_sensitive
+from messagebus._sensitive import field_types, holds_sensitive, path_is_sensitive, redact
 from messagebus.replay import replay
 
 SECRET = "4111111111111111"
@@ -123,3 +123,34 @@ def test_one_walk_decides_what_is_sensitive() -> None:
     assert path_is_sensitive(Pay, ".many[3].number")
     assert path_is_sensitive(Pay, ".either.pin")
     assert not path_is_sensitive(Pay, ".cards['x'].holder")
+
+
+def test_redact_payload_of_an_unknown_name_or_a_type_without_secrets_is_the_payload() -> None:
+    serializer = Serializer([Pay])
+    payload = {"x": 1}
+
+    assert payload is serializer.redact_payload("Unknown", payload)
+    assert payload is redact(dict[str, int], payload)
+
+
+@attrs.frozen
+class Pair:
+    first: Card
+    second: int
+
+
+def test_fixed_tuples_and_values_that_are_not_data_of_the_type_are_walked_safely() -> None:
+    assert [{"number": "[redacted]"}, 5] == redact(tuple[Card, int], [{"number": "1"}, 5])
+    assert "not a dict" == redact(Card, "not a dict")
+    assert 7 == redact(Card | None, 7)
+    assert not path_is_sensitive(Pair, ".second.anything")
+    assert path_is_sensitive(Pair, ".first.number")
+
+
+def test_a_type_whose_annotations_cannot_be_resolved_has_none_known() -> None:
+    @attrs.frozen
+    class Odd:
+        value: NoSuchType  # type: ignore[name-defined]  # noqa: F821
+
+    assert {} == field_types(Odd)
+    assert not holds_sensitive(Odd)

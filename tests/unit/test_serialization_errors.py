@@ -114,3 +114,11 @@ def test_replay_reports_a_huge_bad_value_of_a_log_line_cut_short(serializer: Ser
     (problem,) = report.problems
     assert len(str(problem)) < 300
     assert "message_id" in str(problem)
+
+
+def test_a_field_that_allows_nonfinite_floats_still_checks_the_rest(
+    serializer: Serializer,
+) -> None:
+    assert 2.5 == serializer.load_payload("Measure", {"qty": 1, "spread": 2.5}).spread  # type: ignore[attr-defined]
+    with pytest.raises(InvalidMessageDataError, match=r"Measure\.spread"):
+        serializer.load_payload("Measure", {"qty": 1, "spread": "inf"})
