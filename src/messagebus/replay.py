@@ -239,7 +239,9 @@ class _Checkpoint:
                 raise CheckpointError(
                     f"{log} is shorter than when the replay of checkpoint {self.path} began"
                 )
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            with open(self.path, "r+b") as raw:  # a line cut by the kill is not noted: drop it
+                raw.truncate(raw.read().rfind(b"\n") + 1)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed on exit
         else:
             self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
             self._file.write(json.dumps({"log": log, "size": size}) + "\n")

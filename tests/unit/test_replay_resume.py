@@ -13,7 +13,7 @@ import attrs
 import pytest
 import structlog
 
-from messagebus import Command, Context, Event, MessageBus, Registry
+from messagebus import AsyncMessageBus, Command, Context, Event, MessageBus, Registry
 from messagebus.cli import main
 from messagebus.replay import CheckpointError, checkpoint_of, replay
 
@@ -174,3 +174,70 @@ def test_a_dry_run_or_lines_keep_no_checkpoint(log: Path, tmp_path: Path) -> Non
         replay(log, make_bus(), checkpoint=checkpoint, dry_run=True)
     with pytest.raises(CheckpointError, match="log file"):
         replay(log.read_text().splitlines(), make_bus(), checkpoint=checkpoint)
+
+
+def test_a_checkpoint_cut_midline_counts_only_whole_lines(log: Path, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "c"
+    header = json.dumps({"log": str(log.resolve()), "size": log.stat().st_size})
+    checkpoint.write_text(f"{header}\n1\n3\n5")  # the kill cut "5" before its newline
+
+    noted = checkpoint_of(checkpoint)
+    resumed = replay(log, make_bus(), checkpoint=checkpoint, resume=True)
+
+    assert 3 == noted
+    assert 8 == resumed.replayed  # u2..u9: u2 at line 5 was not noted whole
+    assert 19 == checkpoint_of(checkpoint)
+
+
+def test_a_file_that_is_not_a_checkpoint_or_a_log_that_shrank_is_refused(
+    log: Path, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.write_text("not a checkpoint\n")
+    checkpoint = tmp_path / "c"
+    header = json.dumps({"log": str(log.resolve()), "size": log.stat().st_size + 1})
+    checkpoint.write_text(header + "\n")
+
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        replay(log, make_bus(), checkpoint=garbage, resume=True)
+    with pytest.raises(CheckpointError, match="shorter"):
+        replay(log, make_bus(), checkpoint=checkpoint, resume=True)
+
+
+def test_a_bad_line_before_the_checkpoint_is_not_reported_again(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(["garbage", *lines_of("u0"), *lines_of("u1")]) + "\n")
+    checkpoint = tmp_path / "c"
+    KILL_AT.add("u1")
+    with pytest.raises(KeyboardInterrupt):
+        replay(log, make_bus(), checkpoint=checkpoint)
+
+    resumed = replay(log, make_bus(), checkpoint=checkpoint, resume=True)
+
+    assert [] == resumed.problems
+    assert 1 == resumed.replayed
+    assert ["u0", "u1", "welcome u0", "welcome u1"] == sorted(HANDLED)
+
+
+def test_an_async_replay_is_resumed_as_well(log: Path, tmp_path: Path) -> None:
+    registry = Registry()
+
+    @registry.register(uow=False)
+    async def register(command: Register) -> None:
+        if command.user in KILL_AT:
+            KILL_AT.discard(command.user)
+            raise KeyboardInterrupt
+        if command.user == "u8":
+            raise ValueError("refused")
+        HANDLED.append(command.user)
+
+    bus = AsyncMessageBus(registry, logger=structlog.wrap_logger(structlog.ReturnLogger()))
+    checkpoint = tmp_path / "c"
+    KILL_AT.add("u4")
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(log, bus, checkpoint=checkpoint)
+    resumed = replay(log, bus, checkpoint=checkpoint, resume=True)
+
+    assert [u for u in USERS if u != "u8"] == sorted(HANDLED)
+    assert 1 == resumed.handling_failed
