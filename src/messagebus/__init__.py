@@ -33,7 +33,7 @@ from .exceptions import (
 )
 from .messages import Command, Event, Message, Metadata, message_name, message_version
 from .retry import RetryPolicy, is_transient, retry_if_transient
-from .serialization import Serializer, make_converter, sensitive
+from .serialization import Serializer, allow_nonfinite, make_converter, sensitive
 from .unit_of_work import (
     AbstractAsyncUnitOfWork,
     AbstractUnitOfWork,
@@ -77,6 +77,7 @@ __all__ = [
     "UnknownMessageError",
     "UnresolvedDependencyError",
     "UnusedDependencyError",
+    "allow_nonfinite",
     "is_transient",
     "make_converter",
     "message_name",

@@ -20,7 +20,7 @@ from ._registry import Registry
 from .exceptions import ConfigurationError
 from .messages import Command, Event, Message, Metadata
 from .middleware import AsyncMiddleware
-from .observe import DeadLetterStore, Listener
+from .observe import DeadLetterStore, Listener, check_store_for_async
 from .retry import RetryPolicy
 
 __all__ = ["AsyncMessageBus"]
@@ -81,6 +81,8 @@ class AsyncMessageBus(AsyncDispatch):
         unused_dependencies: Literal["warn", "error", "ignore"] = "warn",
         max_events: int = 100_000,
     ) -> None:
+        if dead_letters is not None:
+            check_store_for_async(dead_letters)  # a blocking store would stall the loop
         super().__init__(
             registry,
             dependencies=dependencies,

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import structlog
 
 from ._context import MESSAGE, Envelope, log_ids, metadata_of
@@ -226,7 +227,16 @@ class AttemptLog:
             _unwritable("unused_dependencies", exc)
 
     def store_failed(self, letter: DeadLetter) -> None:
-        """The dead-letter store refused a letter: log all of it, so nothing is lost."""
+        """The dead-letter store refused a letter: log all of it, so nothing is lost.
+
+        Its sensitive fields are redacted here as in every log line; a store with
+        a spool keeps the letter whole.
+        """
+        with contextlib.suppress(Exception):  # an unknown name: the payload as it is
+            letter = attrs.evolve(
+                letter,
+                payload=self._serializer.redact_payload(letter.message_name, letter.payload),
+            )
         try:
             self._logger.exception(
                 "dead_letter_store_failed",

@@ -65,15 +65,19 @@ its tests to ``tests/unit/test_cli.py``, through :func:`main`::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import datetime as _dt
+import functools
 import importlib
+import inspect
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -90,13 +94,16 @@ from .dead_letters import (
     ManagedDeadLetterStore,
     RetryResult,
     StoredDeadLetter,
+    import_dead_letters,
+    import_dead_letters_async,
 )
-from .replay import ReplayReport, replay
+from .replay import ReplayReport, checkpoint_of, replay
 
 __all__ = ["cli", "load_app", "main"]
 
 Bus = MessageBus | AsyncMessageBus
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: The exit statuses.
 OK, NOT_DONE, CANNOT_START, INTERRUPTED = 0, 1, 2, 130
@@ -109,6 +116,7 @@ _SKIP_LABELS = {
     "type": "other message types",
     "time": "outside the time range",
     "not_failed": "not failed",
+    "replayed_before": "replayed before (--resume)",
 }
 
 #: How much of a log is looked at to tell whether it holds binary data.
@@ -226,6 +234,35 @@ def _app(app: str | None) -> Bus:
     return load_app(spec)
 
 
+#: The command's own stdout, while the application's writes to stdout go to stderr.
+_STDOUT: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar("_STDOUT", default=None)
+
+
+def _stdout() -> TextIO:
+    return _STDOUT.get() or sys.stdout
+
+
+def _stdout_is_the_commands(command: F) -> F:
+    """Run a command that loads the application with stdout kept for its own output.
+
+    What the application writes to stdout while it is loaded and runs (its
+    prints, and structlog's lines when the application uses structlog without
+    configuring it, whose default is stdout) goes to stderr instead: stdout
+    carries the command's summary, table or JSON only, which a pipe can read.
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        token = _STDOUT.set(_stdout())
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return command(*args, **kwargs)
+        finally:
+            _STDOUT.reset(token)
+
+    return run  # type: ignore[return-value]
+
+
 def _rich() -> Any:
     try:
         import rich.console
@@ -242,7 +279,7 @@ def _rich() -> Any:
 def _consoles() -> tuple[Any, Any]:
     """Rich consoles for tables and the progress bar; text goes through :func:`_say`."""
     rich = _rich()
-    out = rich.console.Console(file=sys.stdout, highlight=False)
+    out = rich.console.Console(file=_stdout(), highlight=False)
     err = rich.console.Console(file=sys.stderr, highlight=False)
     for console in (out, err):
         if not console.is_terminal:  # a file or a pipe: lines are not cut at 80 columns
@@ -252,7 +289,7 @@ def _consoles() -> tuple[Any, Any]:
 
 def _say(text: str, *, err: bool = False) -> None:
     # Plain lines, never wrapped nor read as markup: they quote logs and errors.
-    print(text, file=sys.stderr if err else sys.stdout)
+    print(text, file=sys.stderr if err else _stdout())
 
 
 # -- replay -------------------------------------------------------------------------
@@ -263,6 +300,7 @@ def _types(values: Sequence[str]) -> list[str] | None:
     return names or None
 
 
+@_stdout_is_the_commands
 def _replay(
     log: str,
     app: str | None,
@@ -275,18 +313,26 @@ def _replay(
     dry_run: bool,
     strict: bool,
     no_progress: bool,
+    checkpoint: str | None = None,
+    resume: bool = False,
 ) -> int:
     out, err = _consoles()
     rich = _rich()
     bus = _app(app)
     source: Any
+    kept: str | None = None
     if log == "-":
         source = sys.stdin.buffer
+        if resume:
+            raise CannotStart("a replay of stdin cannot be resumed: give the log's file")
     else:
         path = Path(log)
         if not path.is_file():
             raise CannotStart(f"no log file {log!r}")
         source = path
+        if not dry_run:
+            kept = checkpoint or f"{log}.checkpoint"
+            _refuse_to_replay_twice(kept, log, resume)
     columns = (
         rich.progress.TextColumn("{task.description}"),
         rich.progress.BarColumn(),
@@ -314,9 +360,13 @@ def _replay(
                 strict=strict,
                 progress=progress,
                 keep_messages=False,
+                checkpoint=kept,
+                resume=resume,
             )
         except (ValueError, OSError) as exc:
             raise CannotStart(str(exc)) from exc
+    if kept is not None and report.stopped_at is None:
+        Path(kept).unlink(missing_ok=True)  # the whole log was read: nothing to resume
     unreadable = _unreadable(report)
     if unreadable:
         # Nothing was handled: no line could be read. One line says so, not one per line.
@@ -330,8 +380,22 @@ def _replay(
         _say(str(problem), err=True)
     out.print(_summary(rich, report, log))
     if report.stopped_at is not None:
-        _say(f"stopped at line {report.stopped_at} (--strict)", err=True)
+        resumable = f"; --resume goes on from there (checkpoint {kept})" if kept else ""
+        _say(f"stopped at line {report.stopped_at} (--strict){resumable}", err=True)
     return NOT_DONE if strict and report.problems else OK
+
+
+def _refuse_to_replay_twice(checkpoint: str, log: str, resume: bool) -> None:
+    """A replay of this log that did not finish left its checkpoint: go on, or say so."""
+    if resume:
+        return
+    upto = checkpoint_of(checkpoint)
+    if upto is not None:
+        raise CannotStart(
+            f"an earlier replay of {log} did not finish: its checkpoint {checkpoint} notes "
+            f"the messages handled, up to line {upto:,}. --resume goes on from there; "
+            "delete the checkpoint to replay everything again"
+        )
 
 
 def _unreadable(report: ReplayReport) -> int:
@@ -395,6 +459,11 @@ def _letters(app: str | None) -> DeadLetters | AsyncDeadLetters:
     return DeadLetters(store, bus)
 
 
+def _done(value: Any) -> Any:
+    """The value, or, for AsyncDeadLetters, the value its coroutine gives."""
+    return asyncio.run(value) if inspect.iscoroutine(value) else value
+
+
 def _as_data(stored: StoredDeadLetter, *, full: bool) -> dict[str, Any]:
     letter = stored.letter
 
@@ -424,6 +493,7 @@ def _as_data(stored: StoredDeadLetter, *, full: bool) -> dict[str, Any]:
     return data
 
 
+@_stdout_is_the_commands
 def _list(
     app: str | None,
     message_name: str | None,
@@ -436,14 +506,18 @@ def _list(
     out, _ = _consoles()
     rich = _rich()
     letters = _letters(app)
-    found = letters.list(
-        message_name=message_name,
-        handler=handler,
-        resolved=None if everything else resolved,
-        limit=limit,
+    found: list[StoredDeadLetter] = _done(
+        letters.list(
+            message_name=message_name,
+            handler=handler,
+            resolved=None if everything else resolved,
+            limit=limit,
+        )
     )
     if as_json:
-        print(json.dumps([_as_data(stored, full=False) for stored in found], indent=2))
+        print(
+            json.dumps([_as_data(stored, full=False) for stored in found], indent=2), file=_stdout()
+        )
         return OK
     which = "all" if everything else ("resolved" if resolved else "pending")
     table = rich.table.Table(title=rich.text.Text(f"dead letters ({which}): {len(found)}"))
@@ -469,16 +543,17 @@ def _list(
     return OK
 
 
+@_stdout_is_the_commands
 def _show(app: str | None, letter_id: int, as_json: bool) -> int:
     letters = _letters(app)
     try:
-        stored = letters.show(letter_id)
+        stored: StoredDeadLetter = _done(letters.show(letter_id))
     except DeadLetterNotFoundError as exc:
         _say(f"messagebus: {exc}", err=True)
         return NOT_DONE
     data = _as_data(stored, full=True)
     if as_json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2), file=_stdout())
         return OK
     for key in (
         "id", "status", "message_name", "message_version", "message_id", "handler",
@@ -499,6 +574,7 @@ def _show(app: str | None, letter_id: int, as_json: bool) -> int:
     return OK
 
 
+@_stdout_is_the_commands
 def _retry(app: str | None, ids: list[int], message_name: str | None, everything: bool) -> int:
     letters = _letters(app)
     try:
@@ -507,13 +583,18 @@ def _retry(app: str | None, ids: list[int], message_name: str | None, everything
         _say(f"messagebus: {exc}", err=True)
         return NOT_DONE
     for result in results:
+        note = f" ({result.note})" if result.note else ""
         if result.outcome == "failed":
-            _say(f"{result.letter_id}: failed again: {result.error}", err=True)
+            _say(f"{result.letter_id}: failed again: {result.error}{note}", err=True)
         else:
-            _say(f"{result.letter_id}: {result.outcome.replace('_', ' ')}")
+            _say(f"{result.letter_id}: {result.outcome.replace('_', ' ')}{note}")
     resolved = sum(1 for result in results if result.outcome == "resolved")
     failed = sum(1 for result in results if not result.ok)
-    _say(f"retried {len(results)}: {resolved} resolved, {failed} failed")
+    skipped = sum(1 for result in results if result.outcome == "skipped")
+    _say(
+        f"retried {len(results) - skipped}: {resolved} resolved, {failed} failed"
+        + (f"; skipped {skipped}" if skipped else "")
+    )
     return NOT_DONE if failed else OK
 
 
@@ -542,6 +623,7 @@ async def _run_retries_async(
     return [await letters.retry(letter_id) for letter_id in ids]
 
 
+@_stdout_is_the_commands
 def _purge(
     app: str | None,
     ids: list[int],
@@ -550,14 +632,42 @@ def _purge(
     everything: bool,
 ) -> int:
     letters = _letters(app)
-    count = letters.purge(
-        ids or None,
-        message_name=message_name,
-        resolved=True if resolved else None,
-        everything=everything,
+    count: int = _done(
+        letters.purge(
+            ids or None,
+            message_name=message_name,
+            resolved=True if resolved else None,
+            everything=everything,
+        )
     )
     _say(f"purged {count} dead letter{'' if count == 1 else 's'}")
     return OK
+
+
+@_stdout_is_the_commands
+def _import(app: str | None, source: str) -> int:
+    letters = _letters(app)
+    if source != "-" and not Path(source).is_file():
+        raise CannotStart(f"no file {source!r}")
+    lines: Any = sys.stdin if source == "-" else source
+    serializer = letters.bus.serializer
+    try:
+        if isinstance(letters, AsyncDeadLetters):
+            report = asyncio.run(
+                import_dead_letters_async(letters.store, lines, serializer=serializer)
+            )
+        else:
+            report = import_dead_letters(letters.store, lines, serializer=serializer)
+    except OSError as exc:
+        raise CannotStart(str(exc)) from exc
+    for problem in report.problems:
+        _say(problem, err=True)
+    _say(
+        f"imported {report.imported} dead letter{'' if report.imported == 1 else 's'}"
+        f"; {report.already_stored} already stored"
+        + (f"; {len(report.problems)} could not be imported" if report.problems else "")
+    )
+    return NOT_DONE if report.problems else OK
 
 
 # -- the commands -------------------------------------------------------------------
@@ -653,6 +763,15 @@ def _time(text: str) -> _dt.datetime:
 @click.option("--dry-run", is_flag=True, help="check every message; handle none")
 @click.option("--strict", is_flag=True, help="stop at the first problem, and exit 1")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option(
+    "--checkpoint",
+    metavar="FILE",
+    help="where to note each message handled (default: LOG.checkpoint; removed when "
+    "the whole log is replayed)",
+)
+@click.option(
+    "--resume", is_flag=True, help="go on from the checkpoint of a replay that did not finish"
+)
 def replay_command(
     log: str,
     app: str | None,
@@ -664,6 +783,8 @@ def replay_command(
     dry_run: bool,
     strict: bool,
     no_progress: bool,
+    checkpoint: str | None,
+    resume: bool,
 ) -> int:
     """Handle the messages of a JSON-lines log again.
 
@@ -671,6 +792,11 @@ def replay_command(
     handled once, root messages only unless --include-events, with its original
     ids. Bad lines are reported by number and the rest goes on; a file of which
     no line is a JSON object is not a log (exit 2).
+
+    Each message handled is noted in a checkpoint file, removed once the whole
+    log is read: a replay that was killed (or stopped by --strict) is run again
+    with --resume, and handles only what it had not handled. Without --resume,
+    a checkpoint left behind is an error (exit 2), so that nothing is handled twice.
     """
     return _replay(
         log,
@@ -683,6 +809,8 @@ def replay_command(
         dry_run=dry_run,
         strict=strict,
         no_progress=no_progress,
+        checkpoint=checkpoint,
+        resume=resume,
     )
 
 
@@ -832,6 +960,19 @@ add_relay_commands(cli, app_option=_app_option, context_settings=_CONTEXT)
 add_consume_command(
     cli, app_option=_app_option, load_app=lambda args: _app(args.app), context_settings=_CONTEXT
 )
+
+
+@dead_letters.command("import", context_settings=_CONTEXT)
+@click.argument("source", metavar="FILE")
+@_app_option
+def import_command(source: str, app: str | None) -> int:
+    """Bring back the dead letters the store could not write.
+
+    FILE is the store's spool file, or a log of the bus's JSON lines (its
+    dead_letter_store_failed lines), or - for stdin. A letter already in the
+    store is not added twice, so a file can be imported again.
+    """
+    return _import(app, source)
 
 
 if __name__ == "__main__":

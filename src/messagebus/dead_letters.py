@@ -24,38 +24,63 @@ that succeeds marks the letter resolved (kept, with the time); one that fails
 records its error on the letter, which stays pending. Nothing is deleted
 except by :meth:`DeadLetters.purge`.
 
-Retries are at least once: a handler that succeeds while the store cannot
-mark its letter resolved (the database is gone) will run again on the next
-retry. Do not retry the same letters from two processes at once.
+Each letter is *claimed* before it is retried, where the store can claim
+(both stores here can): a lease of ``lease`` (5 minutes by default) that one
+retrier holds until the retry's outcome is marked. Two ``retry_all()`` at
+once, in two processes, retry each letter once: the one that finds a letter
+claimed by the other skips it (``"skipped"``). A letter purged while a batch
+runs is skipped with a note, and the batch goes on. Retries are still at least
+once: a handler that succeeds while the store cannot mark its letter resolved
+(the database is gone) runs again on a retry after the lease.
+
+A letter that the store could not write (the database was down longer than
+its retries) is kept in a spool file where the store has one
+(:class:`DeadLetterSpool`); :func:`import_dead_letters` (``messagebus
+dead-letters import FILE``) brings spooled letters, and the bus's
+``dead_letter_store_failed`` log lines, back into the store.
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime as _dt
+import inspect
+import json
+import os
 import threading
 import traceback as _traceback
-from collections.abc import Callable, Iterable
-from typing import Any, Literal, Protocol, runtime_checkable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
+from ._sensitive import REDACTED, holds_sensitive
 from .exceptions import MessageBusError
 from .messages import Message, Metadata
 from .observe import DeadLetter
+from .serialization import Serializer
 
 __all__ = [
     "AsyncDeadLetters",
     "DeadLetterNotFoundError",
+    "DeadLetterSpool",
     "DeadLetters",
+    "ImportReport",
     "InMemoryDeadLetterStore",
     "ManagedDeadLetterStore",
     "RetryOutcome",
     "RetryResult",
     "StoredDeadLetter",
+    "import_dead_letters",
+    "import_dead_letters_async",
 ]
+
+_T = TypeVar("_T")
+#: The event of a letter that could not be stored: the bus's log line, and each spool line.
+STORE_FAILED = "dead_letter_store_failed"
 
 
 def _utcnow() -> _dt.datetime:
@@ -163,8 +188,12 @@ class ManagedDeadLetterStore(Protocol):
 class InMemoryDeadLetterStore:
     """A managed dead-letter store in memory, for tests and small tools."""
 
+    #: It never waits: an async bus may use it.
+    blocking = False
+
     def __init__(self) -> None:
         self._letters: dict[int, StoredDeadLetter] = {}
+        self._claims: dict[int, tuple[str, _dt.datetime]] = {}
         self._next_id = 1
         self._lock = threading.Lock()
 
@@ -201,6 +230,35 @@ class InMemoryDeadLetterStore:
         """The letter with this id, or None."""
         with self._lock:
             return self._letters.get(letter_id)
+
+    def contains(self, letter: DeadLetter) -> bool:
+        """Whether this letter is stored already."""
+        with self._lock:
+            return any(stored.letter == letter for stored in self._letters.values())
+
+    def claim(
+        self, letter_id: int, *, owner: str, now: _dt.datetime, until: _dt.datetime
+    ) -> StoredDeadLetter | None:
+        """Claim a pending letter until ``until``; None when resolved or claimed by another.
+
+        Raises:
+            DeadLetterNotFoundError: No letter has this id.
+        """
+        with self._lock:
+            stored = self._letters.get(letter_id)
+            if stored is None:
+                raise DeadLetterNotFoundError(letter_id)
+            held = self._claims.get(letter_id)
+            if stored.resolved or (held is not None and held[1] > now):
+                return None
+            self._claims[letter_id] = (owner, until)
+            return stored
+
+    def release(self, letter_id: int, *, owner: str) -> None:
+        """Give up a claim without a retry's outcome."""
+        with self._lock:
+            if self._claims.get(letter_id, ("", None))[0] == owner:
+                del self._claims[letter_id]
 
     def mark_resolved(self, letter_id: int, *, at: _dt.datetime) -> None:
         """As :meth:`ManagedDeadLetterStore.mark_resolved`."""
@@ -251,6 +309,7 @@ class InMemoryDeadLetterStore:
             if stored is None:
                 raise DeadLetterNotFoundError(letter_id)
             self._letters[letter_id] = attrs.evolve(stored, **changes(stored))
+            self._claims.pop(letter_id, None)  # a retry's outcome ends its claim
 
 
 def _matches(
@@ -263,7 +322,7 @@ def _matches(
     )
 
 
-RetryOutcome = Literal["resolved", "failed", "already_resolved"]
+RetryOutcome = Literal["resolved", "failed", "already_resolved", "skipped"]
 
 
 @attrs.frozen
@@ -273,23 +332,33 @@ class RetryResult:
     Attributes:
         letter_id: The letter's id.
         outcome: ``"resolved"`` (the handler succeeded; the letter is marked
-            resolved), ``"failed"`` (the letter stays pending, with this error)
-            or ``"already_resolved"`` (nothing was done).
+            resolved), ``"failed"`` (the letter stays pending, with this error),
+            ``"already_resolved"`` (nothing was done) or ``"skipped"`` (another
+            retrier holds it, or it was purged: see ``note``).
         error: Why it failed, as ``Type: text``.
+        note: Why it was skipped, or what else happened (purged while it was retried).
     """
 
     letter_id: int
     outcome: RetryOutcome
     error: str | None = None
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
-        """The letter is resolved (now or before)."""
+        """Nothing failed: the letter is resolved (now or before), or was skipped."""
         return self.outcome != "failed"
 
 
+_PURGED_BEFORE = "purged before it was retried"
+_PURGED_DURING = "purged while it was retried"
+_CLAIMED = "another retrier is retrying it"
+#: How long a retrier's claim on a letter lasts unless its outcome is marked first.
+DEFAULT_LEASE = _dt.timedelta(minutes=5)
+
+
 class _Base:
-    """What both APIs share: everything but the awaiting of a redelivery."""
+    """What both APIs share: everything but the calling of the store and the bus."""
 
     def __init__(
         self,
@@ -297,6 +366,7 @@ class _Base:
         bus: MessageBus | AsyncMessageBus,
         *,
         clock: Callable[[], _dt.datetime] = _utcnow,
+        lease: _dt.timedelta = DEFAULT_LEASE,
     ) -> None:
         missing = [
             name
@@ -312,6 +382,73 @@ class _Base:
         self.store = store
         self.bus = bus
         self._clock = clock
+        self._lease = lease
+        #: Who this retrier is, in the claims it takes.
+        self.owner = uuid.uuid4().hex
+
+    @staticmethod
+    def _purge_args(
+        ids: Iterable[int] | None, message_name: str | None, resolved: bool | None, everything: bool
+    ) -> builtins.list[int] | None:
+        listed = None if ids is None else builtins.list(ids)
+        if listed is None and message_name is None and resolved is None and not everything:
+            raise ValueError(
+                "purge() deletes dead letters for good: give ids, message_name or "
+                "resolved, or everything=True"
+            )
+        return listed
+
+    def _load(self, stored: StoredDeadLetter) -> tuple[Message, Metadata | None] | Exception:
+        """The message to redeliver, or why there is none."""
+        try:
+            return self.bus.serializer.load_with_metadata(stored.letter.wire())
+        except Exception as exc:  # the type is gone, or its schema changed
+            return exc
+
+    def _claim_args(self) -> dict[str, Any]:
+        now = self._clock()
+        return {"owner": self.owner, "now": now, "until": now + self._lease}
+
+    @staticmethod
+    def _unclaimed(letter_id: int, now: StoredDeadLetter | None) -> RetryResult:
+        """The result for a letter that could not be claimed, given how it is now."""
+        if now is None:
+            return RetryResult(letter_id, "skipped", note=_PURGED_BEFORE)
+        if now.resolved:
+            return RetryResult(letter_id, "already_resolved")
+        return RetryResult(letter_id, "skipped", note=_CLAIMED)
+
+
+def _error_text(error: BaseException) -> tuple[str, str]:
+    return (
+        f"{type(error).__qualname__}: {error}",
+        "".join(_traceback.format_exception(type(error), error, error.__traceback__)),
+    )
+
+
+class DeadLetters(_Base):
+    """List, show, retry and purge the dead letters of a :class:`~messagebus.MessageBus`.
+
+    Args:
+        store: The managed store the bus was built with (``dead_letters=store``).
+        bus: The bus whose handlers retry the letters; its serializer must
+            know their message types.
+        clock: The time of retries (aware, UTC); tests pass their own.
+        lease: How long a claim on a letter lasts (see the module's docs).
+    """
+
+    def __init__(
+        self,
+        store: ManagedDeadLetterStore,
+        bus: MessageBus,
+        *,
+        clock: Callable[[], _dt.datetime] = _utcnow,
+        lease: _dt.timedelta = DEFAULT_LEASE,
+    ) -> None:
+        if not isinstance(bus, MessageBus):
+            raise TypeError(f"DeadLetters retries with a MessageBus, not {bus!r}")
+        super().__init__(store, bus, clock=clock, lease=lease)
+        self._bus = bus
 
     def list(
         self,
@@ -364,62 +501,8 @@ class _Base:
         Raises:
             ValueError: Neither a filter nor ``everything=True`` was given.
         """
-        ids = None if ids is None else list(ids)
-        if ids is None and message_name is None and resolved is None and not everything:
-            raise ValueError(
-                "purge() deletes dead letters for good: give ids, message_name or "
-                "resolved, or everything=True"
-            )
-        return self.store.purge(ids=ids, message_name=message_name, resolved=resolved)
-
-    def _pending(self, message_name: str | None) -> builtins.list[StoredDeadLetter]:
-        return self.store.list(message_name=message_name, resolved=False)
-
-    def _prepare(self, stored: StoredDeadLetter) -> RetryResult | tuple[Message, Metadata | None]:
-        """The message to redeliver, or the result when there is none."""
-        if stored.resolved:
-            return RetryResult(stored.id, "already_resolved")
-        try:
-            return self.bus.serializer.load_with_metadata(stored.letter.wire())
-        except Exception as exc:  # the type is gone, or its schema changed
-            return self._failed(stored, exc)
-
-    def _failed(self, stored: StoredDeadLetter, error: BaseException) -> RetryResult:
-        text = f"{type(error).__qualname__}: {error}"
-        self.store.mark_retry_failed(
-            stored.id,
-            error=text,
-            traceback="".join(_traceback.format_exception(type(error), error, error.__traceback__)),
-            at=self._clock(),
-        )
-        return RetryResult(stored.id, "failed", text)
-
-    def _resolved(self, stored: StoredDeadLetter) -> RetryResult:
-        self.store.mark_resolved(stored.id, at=self._clock())
-        return RetryResult(stored.id, "resolved")
-
-
-class DeadLetters(_Base):
-    """List, show, retry and purge the dead letters of a :class:`~messagebus.MessageBus`.
-
-    Args:
-        store: The managed store the bus was built with (``dead_letters=store``).
-        bus: The bus whose handlers retry the letters; its serializer must
-            know their message types.
-        clock: The time of retries (aware, UTC); tests pass their own.
-    """
-
-    def __init__(
-        self,
-        store: ManagedDeadLetterStore,
-        bus: MessageBus,
-        *,
-        clock: Callable[[], _dt.datetime] = _utcnow,
-    ) -> None:
-        if not isinstance(bus, MessageBus):
-            raise TypeError(f"DeadLetters retries with a MessageBus, not {bus!r}")
-        super().__init__(store, bus, clock=clock)
-        self._bus = bus
+        listed = self._purge_args(ids, message_name, resolved, everything)
+        return self.store.purge(ids=listed, message_name=message_name, resolved=resolved)
 
     def retry(self, letter_id: int) -> RetryResult:
         """Hand one letter's message to the handler that failed, again.
@@ -431,62 +514,361 @@ class DeadLetters(_Base):
 
     def retry_type(self, message_name: str) -> builtins.list[RetryResult]:
         """Retry every pending letter of one message name, oldest first."""
-        return [self._retry(stored) for stored in self._pending(message_name)]
+        return [self._retry(s) for s in self.store.list(message_name=message_name)]
 
     def retry_all(self) -> builtins.list[RetryResult]:
-        """Retry every pending letter, oldest first (those stored meanwhile wait)."""
-        return [self._retry(stored) for stored in self._pending(None)]
+        """Retry every pending letter, oldest first (those stored meanwhile wait).
+
+        A letter another retrier holds, or purged meanwhile, is skipped with a
+        note; the batch goes on.
+        """
+        return [self._retry(stored) for stored in self.store.list()]
 
     def _retry(self, stored: StoredDeadLetter) -> RetryResult:
-        prepared = self._prepare(stored)
-        if isinstance(prepared, RetryResult):
-            return prepared
-        message, metadata = prepared
+        if stored.resolved:
+            return RetryResult(stored.id, "already_resolved")
+        claim = getattr(self.store, "claim", None)
+        if claim is not None:
+            try:
+                claimed = claim(stored.id, **self._claim_args())
+            except DeadLetterNotFoundError:
+                return RetryResult(stored.id, "skipped", note=_PURGED_BEFORE)
+            if claimed is None:
+                return self._unclaimed(stored.id, self.store.get(stored.id))
+            stored = claimed
+        loaded = self._load(stored)
+        if isinstance(loaded, Exception):
+            return self._failed(stored, loaded)
+        message, metadata = loaded
         try:
             self._bus.redeliver(message, handler=stored.letter.handler, metadata=metadata)
         except Exception as exc:
             return self._failed(stored, exc)
-        return self._resolved(stored)
+        try:
+            self.store.mark_resolved(stored.id, at=self._clock())
+        except DeadLetterNotFoundError:
+            return RetryResult(stored.id, "resolved", note=_PURGED_DURING)
+        return RetryResult(stored.id, "resolved")
+
+    def _failed(self, stored: StoredDeadLetter, error: BaseException) -> RetryResult:
+        text, traceback = _error_text(error)
+        try:
+            self.store.mark_retry_failed(
+                stored.id, error=text, traceback=traceback, at=self._clock()
+            )
+        except DeadLetterNotFoundError:
+            return RetryResult(stored.id, "failed", text, note=_PURGED_DURING)
+        return RetryResult(stored.id, "failed", text)
+
+
+async def _awaited(value: _T | Awaitable[_T]) -> _T:
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 class AsyncDeadLetters(_Base):
-    """As :class:`DeadLetters`, for an :class:`~messagebus.AsyncMessageBus`: retries are awaited.
+    """As :class:`DeadLetters`, for an :class:`~messagebus.AsyncMessageBus`: every method
+    is awaited.
 
-    The store's methods are called as they are (a SQLAlchemy store blocks the
-    event loop while it reads or writes a letter).
+    The store may be async (``messagebus.sqlalchemy.AsyncSqlAlchemyDeadLetterStore``:
+    the event loop goes on while it reads or writes) or sync (its calls then block
+    the loop while they last).
     """
 
     def __init__(
         self,
-        store: ManagedDeadLetterStore,
+        store: ManagedDeadLetterStore | Any,
         bus: AsyncMessageBus,
         *,
         clock: Callable[[], _dt.datetime] = _utcnow,
+        lease: _dt.timedelta = DEFAULT_LEASE,
     ) -> None:
         if not isinstance(bus, AsyncMessageBus):
             raise TypeError(f"AsyncDeadLetters retries with an AsyncMessageBus, not {bus!r}")
-        super().__init__(store, bus, clock=clock)
+        super().__init__(store, bus, clock=clock, lease=lease)
         self._bus = bus
+        self._store: Any = store  # its methods may return awaitables
+
+    async def list(
+        self,
+        *,
+        message_name: str | None = None,
+        handler: str | None = None,
+        resolved: bool | None = False,
+        limit: int | None = None,
+    ) -> builtins.list[StoredDeadLetter]:
+        """As :meth:`DeadLetters.list`, awaited."""
+        return await _awaited(
+            self._store.list(
+                message_name=message_name, handler=handler, resolved=resolved, limit=limit
+            )
+        )
+
+    async def show(self, letter_id: int) -> StoredDeadLetter:
+        """As :meth:`DeadLetters.show`, awaited."""
+        stored: StoredDeadLetter | None = await _awaited(self._store.get(letter_id))
+        if stored is None:
+            raise DeadLetterNotFoundError(letter_id)
+        return stored
+
+    async def purge(
+        self,
+        ids: Iterable[int] | None = None,
+        *,
+        message_name: str | None = None,
+        resolved: bool | None = None,
+        everything: bool = False,
+    ) -> int:
+        """As :meth:`DeadLetters.purge`, awaited."""
+        listed = self._purge_args(ids, message_name, resolved, everything)
+        return await _awaited(
+            self._store.purge(ids=listed, message_name=message_name, resolved=resolved)
+        )
 
     async def retry(self, letter_id: int) -> RetryResult:
         """As :meth:`DeadLetters.retry`, awaited."""
-        return await self._retry(self.show(letter_id))
+        return await self._retry(await self.show(letter_id))
 
     async def retry_type(self, message_name: str) -> builtins.list[RetryResult]:
         """As :meth:`DeadLetters.retry_type`, awaited."""
-        return [await self._retry(stored) for stored in self._pending(message_name)]
+        pending = await self.list(message_name=message_name)
+        return [await self._retry(stored) for stored in pending]
 
     async def retry_all(self) -> builtins.list[RetryResult]:
         """As :meth:`DeadLetters.retry_all`, awaited."""
-        return [await self._retry(stored) for stored in self._pending(None)]
+        return [await self._retry(stored) for stored in await self.list()]
 
     async def _retry(self, stored: StoredDeadLetter) -> RetryResult:
-        prepared = self._prepare(stored)
-        if isinstance(prepared, RetryResult):
-            return prepared
-        message, metadata = prepared
+        if stored.resolved:
+            return RetryResult(stored.id, "already_resolved")
+        claim = getattr(self._store, "claim", None)
+        if claim is not None:
+            try:
+                claimed = await _awaited(claim(stored.id, **self._claim_args()))
+            except DeadLetterNotFoundError:
+                return RetryResult(stored.id, "skipped", note=_PURGED_BEFORE)
+            if claimed is None:
+                return self._unclaimed(stored.id, await _awaited(self._store.get(stored.id)))
+            stored = claimed
+        loaded = self._load(stored)
+        if isinstance(loaded, Exception):
+            return await self._failed(stored, loaded)
+        message, metadata = loaded
         try:
             await self._bus.redeliver(message, handler=stored.letter.handler, metadata=metadata)
         except Exception as exc:
-            return self._failed(stored, exc)
-        return self._resolved(stored)
+            return await self._failed(stored, exc)
+        try:
+            await _awaited(self._store.mark_resolved(stored.id, at=self._clock()))
+        except DeadLetterNotFoundError:
+            return RetryResult(stored.id, "resolved", note=_PURGED_DURING)
+        return RetryResult(stored.id, "resolved")
+
+    async def _failed(self, stored: StoredDeadLetter, error: BaseException) -> RetryResult:
+        text, traceback = _error_text(error)
+        try:
+            await _awaited(
+                self._store.mark_retry_failed(
+                    stored.id, error=text, traceback=traceback, at=self._clock()
+                )
+            )
+        except DeadLetterNotFoundError:
+            return RetryResult(stored.id, "failed", text, note=_PURGED_DURING)
+        return RetryResult(stored.id, "failed", text)
+
+
+# -- letters that could not be stored -----------------------------------------------
+
+
+def _letter_data(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as JSON-safe data (a spool line's ``letter``)."""
+    return {
+        "message_name": letter.message_name,
+        "message_version": letter.message_version,
+        "payload": letter.payload,
+        "metadata": letter.metadata,
+        "handler": letter.handler,
+        "error": letter.error,
+        "traceback": letter.traceback,
+        "attempts": letter.attempts,
+        "failed_at": letter.failed_at.isoformat(),
+    }
+
+
+class DeadLetterSpool:
+    """A local file that keeps the dead letters a store could not write.
+
+    One JSON object a line, ``{"event": "dead_letter_store_failed", "letter":
+    {...}}``, appended and flushed to disk before :meth:`append` returns. The
+    letter is whole (its payload is not redacted: it is data to bring back, not
+    a log line), so keep the file where the database's data may be kept.
+    ``messagebus dead-letters import FILE`` (:func:`import_dead_letters`)
+    brings its letters into the store; a letter already there is not added twice.
+
+    Args:
+        path: The file; made when the first letter is appended.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DeadLetterSpool({self.path!r})"
+
+    def append(self, letter: DeadLetter) -> None:
+        """Keep a letter: raises if it cannot be written to the file."""
+        line = json.dumps({"event": STORE_FAILED, "letter": _letter_data(letter)})
+        with self._lock, open(self.path, "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+
+@attrs.frozen
+class ImportReport:
+    """What :func:`import_dead_letters` did.
+
+    Attributes:
+        imported: Letters added to the store.
+        already_stored: Letters found in the store already, not added again.
+        problems: Lines that hold a letter that could not be brought back, by line number.
+    """
+
+    imported: int
+    already_stored: int
+    problems: tuple[str, ...] = ()
+
+
+def _read_letters(
+    source: str | os.PathLike[str] | Iterable[str], serializer: Serializer | None
+) -> Iterator[tuple[int, DeadLetter | str]]:
+    """Each letter of a spool or log (or the problem with its line), by line number.
+
+    Lines of other events are passed over: a whole application log can be read.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, encoding="utf-8", errors="replace") as file:
+            yield from _letters_in(file, serializer)
+    else:
+        yield from _letters_in(source, serializer)
+
+
+def _letters_in(
+    lines: Iterable[str], serializer: Serializer | None
+) -> Iterator[tuple[int, DeadLetter | str]]:
+    for number, line in enumerate(lines, start=1):
+        if STORE_FAILED not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue  # a plain text line that mentions the event: not a record
+        if type(record) is not dict or record.get("event") != STORE_FAILED:
+            continue
+        try:
+            yield number, _letter_of(record, serializer)
+        except (KeyError, TypeError, ValueError) as exc:
+            yield number, f"line {number}: not a dead letter that can be brought back: {exc}"
+
+
+def _letter_of(record: dict[str, Any], serializer: Serializer | None) -> DeadLetter:
+    data = record.get("letter")
+    if isinstance(data, dict):  # a spool line: the whole letter
+        return _letter(data, data["message_version"], data["traceback"], data["attempts"])
+    # The bus's own log line: what it logs of the letter, the rest from the bus.
+    name = record["message_name"]
+    message_type: Any = None if serializer is None else serializer.names.get(name)
+    if message_type is None:
+        raise ValueError(f"message name {name!r} is not registered with the bus")
+    payload = record["payload"]
+    if holds_sensitive(message_type) and REDACTED in json.dumps(payload):
+        raise ValueError(f"{name}: the log redacted its sensitive fields")
+    failed_at = record.get("timestamp") or _utcnow().isoformat()
+    return _letter(
+        {**record, "failed_at": failed_at},
+        getattr(message_type, "__message_version__", 1),
+        str(record.get("exception") or ""),
+        int(record.get("attempts") or 0),
+    )
+
+
+def _letter(data: dict[str, Any], version: Any, traceback: Any, attempts: Any) -> DeadLetter:
+    failed_at = _dt.datetime.fromisoformat(str(data["failed_at"]).replace("Z", "+00:00"))
+    if failed_at.tzinfo is None:
+        raise ValueError(f"failed_at {data['failed_at']!r} has no UTC offset")
+    fields = {
+        "message_name": data["message_name"],
+        "payload": data["payload"],
+        "metadata": data["metadata"],
+        "handler": data["handler"],
+        "error": data["error"],
+    }
+    kinds = {"payload": dict, "metadata": dict}
+    for key, value in fields.items():
+        if not isinstance(value, kinds.get(key, str)):
+            raise TypeError(f"{key} is a {type(value).__name__}")
+    if type(version) is not int or type(attempts) is not int or not isinstance(traceback, str):
+        raise TypeError("message_version and attempts must be ints, traceback a str")
+    return DeadLetter(
+        message_version=version,
+        traceback=traceback,
+        attempts=attempts,
+        failed_at=failed_at.astimezone(_dt.timezone.utc),
+        **fields,
+    )
+
+
+def import_dead_letters(
+    store: ManagedDeadLetterStore,
+    source: str | os.PathLike[str] | Iterable[str],
+    *,
+    serializer: Serializer | None = None,
+) -> ImportReport:
+    """Bring back into ``store`` the letters it could not write.
+
+    Args:
+        store: The store to add them to.
+        source: A spool file (:class:`DeadLetterSpool`) or a log of the bus's JSON
+            lines (its ``dead_letter_store_failed`` lines), or their lines.
+        serializer: The bus's serializer: a log line does not carry the message's
+            version, which it gives. A log line whose payload the log redacted is
+            reported, not imported.
+
+    Returns:
+        How many letters were imported, found already stored, and the problems.
+    """
+    imported = already = 0
+    problems: builtins.list[str] = []
+    contains = getattr(store, "contains", None)
+    for _, found in _read_letters(source, serializer):
+        if isinstance(found, str):
+            problems.append(found)
+        elif contains is not None and contains(found):
+            already += 1
+        else:
+            store.add(found)
+            imported += 1
+    return ImportReport(imported, already, tuple(problems))
+
+
+async def import_dead_letters_async(
+    store: Any,
+    source: str | os.PathLike[str] | Iterable[str],
+    *,
+    serializer: Serializer | None = None,
+) -> ImportReport:
+    """As :func:`import_dead_letters`, into a store whose methods may be awaited."""
+    imported = already = 0
+    problems: builtins.list[str] = []
+    contains = getattr(store, "contains", None)
+    for _, found in _read_letters(source, serializer):
+        if isinstance(found, str):
+            problems.append(found)
+        elif contains is not None and await _awaited(contains(found)):
+            already += 1
+        else:
+            await _awaited(store.add(found))
+            imported += 1
+    return ImportReport(imported, already, tuple(problems))

@@ -63,6 +63,25 @@ def _describe(obj: object) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
+#: The longest one problem of :class:`InvalidMessageDataError` may be.
+_LINE = 400
+#: The longest a value quoted in an error may be: data is untrusted, and may be huge.
+_SHOWN = 80
+
+
+def shorten(value: object, limit: int = _SHOWN) -> str:
+    """``repr(value)``, cut to ``limit`` characters; never raises (an int too long to
+    print, a repr that fails)."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. ValueError: an int of more digits than Python prints
+        bits = value.bit_length() if isinstance(value, int) else None
+        return f"<{type(value).__name__}{'' if bits is None else f' of {bits} bits'}>"
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 3]}... ({len(text):,} characters)"
+
+
 def _kind(message_type: type) -> str:
     names = [base.__name__ for base in message_type.__mro__]
     return "Command" if "Command" in names else "Event"
@@ -296,7 +315,7 @@ class UnknownMessageError(SerializationError, LookupError):
     def __init__(self, name: object, known: Sequence[str] = ()) -> None:
         self.name = name
         hint = f"; registered names: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown message name {name!r}{hint}")
+        super().__init__(f"unknown message name {shorten(name)}{hint}")
 
 
 class InvalidMessageDataError(SerializationError, ValueError):
@@ -311,7 +330,12 @@ class InvalidMessageDataError(SerializationError, ValueError):
         self.name = name
         self.errors = tuple(errors)
         self.data = data
-        super().__init__(f"invalid data for message {name!r}: " + "; ".join(self.errors))
+        super().__init__(
+            f"invalid data for message {shorten(name)}: "
+            + "; ".join(
+                shorten(line, _LINE)[1:-1] if len(line) > _LINE else line for line in self.errors
+            )
+        )
 
 
 class ConcurrencyError(MessageBusError, Transient):

@@ -21,11 +21,14 @@ import enum
 import itertools
 import os
 import random
+import typing
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
+
+from ._sensitive import REDACTED, field_types, holds_sensitive, is_sensitive
 
 __all__ = [
     "Command",
@@ -102,22 +105,58 @@ def _python_repr(value: object) -> str:
             if value
             else "frozenset()"
         )
+    if type(value) is dict:
+        return (
+            "{" + ", ".join(f"{_python_repr(k)}: {_python_repr(v)}" for k, v in value.items()) + "}"
+        )
+    if attrs.has(type(value)) and _generated_by_attrs(type(value).__dict__.get("__repr__")):
+        # A nested attrs class: its generated repr would show its sensitive fields.
+        return _attrs_repr(value)
     return repr(value)
 
 
-def _message_repr(self: Message) -> str:
-    fields = attrs.fields(type(self))  # type: ignore[arg-type]
+def _attrs_repr(value: Any) -> str:
+    fields = attrs.fields(type(value))
     shown = ", ".join(
         f"{field.name}="
-        + (
-            "'[redacted]'"
-            if field.metadata.get("messagebus_sensitive")
-            else _python_repr(getattr(self, field.name))
-        )
+        + (f"'{REDACTED}'" if is_sensitive(field) else _python_repr(getattr(value, field.name)))
         for field in fields
         if field.repr
     )
-    return f"{_shown_name(type(self))}({shown})"
+    return f"{_shown_name(type(value))}({shown})"
+
+
+def _message_repr(self: Message) -> str:
+    return _attrs_repr(self)
+
+
+def hide_sensitive_reprs(cls: type) -> None:
+    """Give ``cls``, and every attrs class it holds that has a sensitive field and the
+    repr attrs generated, a repr that hides sensitive fields (as a message's does)."""
+    seen: set[type] = set()
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        if current in seen or not attrs.has(current):
+            continue
+        seen.add(current)
+        if (
+            current is not cls
+            and not issubclass(current, Message)
+            and holds_sensitive(current)
+            and _generated_by_attrs(current.__dict__.get("__repr__"))
+        ):
+            current.__repr__ = _attrs_repr  # type: ignore[method-assign]
+        hints = field_types(current)
+        for field in attrs.fields(current):
+            pending.extend(_classes_in(hints.get(field.name)))
+
+
+def _classes_in(tp: Any) -> list[type]:
+    found: list[type] = [tp] if isinstance(tp, type) and attrs.has(tp) else []
+    for arg in typing.get_args(tp):
+        found.extend(_classes_in(arg))
+    return found
 
 
 def _generated_by_attrs(method: object) -> bool:

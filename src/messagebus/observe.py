@@ -9,15 +9,25 @@ lost: ``MessageBus(dead_letters=store)``.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import inspect
 import threading
 from collections.abc import Awaitable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from .exceptions import ConfigurationError
 from .messages import Message, Metadata
 
-__all__ = ["Attempt", "DeadLetter", "DeadLetterStore", "InMemoryDeadLetters", "Listener"]
+__all__ = [
+    "Attempt",
+    "DeadLetter",
+    "DeadLetterStore",
+    "InMemoryDeadLetters",
+    "Listener",
+    "check_store_for_async",
+]
 
 Outcome = Literal["succeeded", "retrying", "failed"]
 
@@ -104,8 +114,50 @@ class DeadLetterStore(Protocol):
         """Keep a dead letter. It must not be lost: raise if it cannot be kept."""
 
 
+def check_store_for_async(store: object) -> None:
+    """Refuse, naming it, a dead-letter store that would block an event loop.
+
+    An :class:`~messagebus.AsyncMessageBus` awaits its store's ``add``. A store
+    whose ``add`` is a plain function is accepted only when it says that it
+    does not block (a class attribute ``blocking = False``, as the in-memory
+    stores have); a store that says it blocks (``blocking = True``, as
+    ``messagebus.sqlalchemy.SqlAlchemyDeadLetterStore``), or says nothing, is
+    refused: its writes would stall every task of the loop while the
+    database answers.
+
+    Raises:
+        ConfigurationError: The store's ``add`` blocks, or it has none.
+    """
+    add = getattr(store, "add", None)
+    name = type(store).__qualname__
+    if not callable(add):
+        raise ConfigurationError(f"the dead-letter store {name} has no add() method")
+    target: object = add
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - an object's own method
+    ):
+        return
+    if getattr(store, "blocking", True) is False:
+        return
+    hint = (
+        "use messagebus.sqlalchemy.AsyncSqlAlchemyDeadLetterStore on an AsyncEngine"
+        if getattr(store, "blocking", None) is True
+        else "make its add() `async def`, or set `blocking = False` on a store that "
+        "never waits (memory only)"
+    )
+    raise ConfigurationError(
+        f"AsyncMessageBus awaits its dead-letter store, and {name}.add() blocks the "
+        f"event loop: {hint}"
+    )
+
+
 class InMemoryDeadLetters:
     """A dead-letter store in memory, for tests and small tools."""
+
+    #: It never waits: an async bus may use it (:func:`check_store_for_async`).
+    blocking = False
 
     def __init__(self) -> None:
         self._letters: list[DeadLetter] = []

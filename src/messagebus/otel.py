@@ -71,6 +71,7 @@ read it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import time
@@ -453,6 +454,9 @@ def _counting_class(store_type: type) -> type[_CountingStore]:
 
     names = [name for name in dir(store_type) if not name.startswith("_") and name != "add"]
     namespace: dict[str, Any] = {name: forward(name) for name in names}
+    if inspect.iscoroutinefunction(getattr(store_type, "add", None)):
+        # Its add() returns what the store's does, a coroutine: it waits for nothing else.
+        namespace["blocking"] = False
     namespace["__slots__"] = ()
     return type(f"Counted{store_type.__name__}", (_CountingStore,), namespace)
 

@@ -36,17 +36,29 @@ malformed line, an unknown name or a payload that does not fit is reported
 with its line number and the rest goes on (``strict=True`` stops at the first).
 A payload whose sensitive fields were redacted in the log cannot be replayed,
 and is reported as such rather than replayed with ``"[redacted]"`` in them.
+
+**Resuming.** With ``checkpoint=path``, the replay notes in that file the line
+of each message once its handling has returned (or raised). A replay killed
+midway and run again with ``resume=True`` reads the log as before, and skips
+(``replayed_before``) every line up to the last one noted: what was handled is
+not handled again, except the one message, at most, whose handling was under
+way at the kill. ``messagebus replay`` keeps such a checkpoint by default (see
+its ``--checkpoint`` and ``--resume``). The checkpoint is by line, not by
+message id: an application that must never handle a message twice records
+message ids in its own inbox as well.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import json
 import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from types import TracebackType
 from typing import Any, Literal
 
 import attrs
@@ -54,16 +66,18 @@ import structlog
 
 from ._async_bus import AsyncMessageBus
 from ._bus import MessageBus
-from .exceptions import InvalidMessageDataError, UnknownMessageError
+from .exceptions import InvalidMessageDataError, UnknownMessageError, shorten
 from .messages import Message, Metadata, message_name
 from .serialization import REDACTED, Serializer, _has_sensitive
 
 __all__ = [
+    "CheckpointError",
     "LineProblem",
     "ProblemKind",
     "ReplayReport",
     "ReplayedMessage",
     "SkipReason",
+    "checkpoint_of",
     "replay",
     "replay_async",
 ]
@@ -94,8 +108,16 @@ ProblemKind = Literal[
 #: - ``raised_event``: a message raised by a handler (it has a causation id),
 #:   without ``include_events``.
 #: - ``type``, ``time``, ``not_failed``: left out by a filter.
+#: - ``replayed_before``: up to the line where a resumed replay's checkpoint ends.
 SkipReason = Literal[
-    "blank", "not_a_record", "repeat", "raised_event", "type", "time", "not_failed"
+    "blank",
+    "not_a_record",
+    "repeat",
+    "raised_event",
+    "type",
+    "time",
+    "not_failed",
+    "replayed_before",
 ]
 
 Line = str | bytes
@@ -195,6 +217,104 @@ class ReplayReport:
         return not self.problems
 
 
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: there is none to resume, or it is of another log."""
+
+
+class _Checkpoint:
+    """The file that notes the lines of a log whose messages were handled.
+
+    Its first line names the log and the size read; then one line number per
+    message handled, appended and flushed as each handling ends.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], log: str, size: int, resume: bool) -> None:
+        self.path = os.fspath(path)
+        self.upto = 0
+        self.size = size
+        log = os.path.abspath(log)
+        if resume:
+            self.size, self.upto = _read_checkpoint(self.path, log)
+            if os.stat(log).st_size < self.size:
+                raise CheckpointError(
+                    f"{log} is shorter than when the replay of checkpoint {self.path} began"
+                )
+            with open(self.path, "r+b") as raw:  # a line cut by the kill is not noted: drop it
+                raw.truncate(raw.read().rfind(b"\n") + 1)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed on exit
+        else:
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+            self._file.write(json.dumps({"log": log, "size": size}) + "\n")
+            self._file.flush()
+
+    def handled(self, line: int) -> None:
+        self._file.write(f"{line}\n")
+        self._file.flush()
+
+    def __enter__(self) -> _Checkpoint:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._file.close()
+
+
+def _read_checkpoint(path: str, log: str) -> tuple[int, int]:
+    """The size read and the last line handled, from a checkpoint of ``log``."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            header = file.readline()
+            last = 0
+            for line in file:
+                if line.endswith("\n") and line.strip().isdigit():  # a cut last line: not noted
+                    last = int(line)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint {path} to resume from") from None
+    try:
+        data = json.loads(header)
+        size, of = int(data["size"]), data["log"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path} is not a checkpoint of messagebus replay") from None
+    if of != log:
+        raise CheckpointError(f"{path} is the checkpoint of another log: {of}")
+    return size, last
+
+
+def checkpoint_of(path: str | os.PathLike[str]) -> int | None:
+    """The last line that the checkpoint at ``path`` notes as handled; None without one."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            file.readline()
+            last = 0
+            for line in file:
+                if line.endswith("\n") and line.strip().isdigit():
+                    last = int(line)
+    except FileNotFoundError:
+        return None
+    return last
+
+
+def _open_checkpoint(
+    run: _Run, checkpoint: str | os.PathLike[str] | None, resume: bool, dry_run: bool
+) -> _Checkpoint | contextlib.nullcontext[None]:
+    if checkpoint is None:
+        if resume:
+            raise CheckpointError("resume=True needs the checkpoint to resume from")
+        return contextlib.nullcontext()
+    if run.path is None:
+        raise CheckpointError("a checkpoint is kept for a log file, not for lines given")
+    if dry_run:
+        raise CheckpointError("a dry run handles nothing: it keeps no checkpoint")
+    kept = _Checkpoint(checkpoint, run.path, run.size, resume)
+    run.size = kept.size  # a resumed replay reads what the first one read
+    run.resumed_upto = kept.upto
+    return kept
+
+
 def replay(
     source: Source,
     bus: MessageBus | AsyncMessageBus,
@@ -208,6 +328,8 @@ def replay(
     strict: bool = False,
     progress: Progress | None = None,
     keep_messages: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> ReplayReport:
     """Read a log of the bus's attempt records and handle each message again.
 
@@ -229,6 +351,10 @@ def replay(
         keep_messages: List every message replayed in the report's
             ``messages``; False keeps only the counts and problems (for logs
             too large to hold their messages in memory).
+        checkpoint: A file in which to note each message handled (a log file
+            only; not in a dry run), so that a replay killed midway can be resumed.
+        resume: Go on from ``checkpoint``, written by an earlier replay of the
+            same log: the lines it notes as handled are skipped.
 
     Returns:
         What was read, replayed, skipped and failed; every problem by line number.
@@ -236,7 +362,8 @@ def replay(
     Raises:
         ValueError: A name in ``types`` is not registered with the bus, or
             ``since`` / ``until`` is a naive datetime.
-        OSError: The log file cannot be read.
+        CheckpointError: ``resume`` without a checkpoint of this log.
+        OSError: The log file (or the checkpoint) cannot be read or written.
     """
     if isinstance(bus, AsyncMessageBus):
         try:
@@ -261,6 +388,8 @@ def replay(
                 strict=strict,
                 progress=progress,
                 keep_messages=keep_messages,
+                checkpoint=checkpoint,
+                resume=resume,
             )
         )
     run = _Run(
@@ -277,16 +406,20 @@ def replay(
     )
     report = run.report
     handle: Callable[..., Any] = bus.handle
-    with run.bound():
+    with run.bound(), _open_checkpoint(run, checkpoint, resume, dry_run) as kept:
         for number, message, metadata in run.selected():
             if not dry_run:
                 structlog.contextvars.bind_contextvars(replay_line=number)
                 try:
                     handle(message, metadata=metadata)
                 except Exception as exc:
+                    if kept is not None:
+                        kept.handled(number)
                     if run.failed(number, message, metadata, exc):
                         break
                     continue
+                if kept is not None:
+                    kept.handled(number)
             report.replayed += 1
             if keep_messages:
                 report.messages.append(ReplayedMessage(number, message, metadata))
@@ -306,6 +439,8 @@ async def replay_async(
     strict: bool = False,
     progress: Progress | None = None,
     keep_messages: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> ReplayReport:
     """As :func:`replay`, into an :class:`~messagebus.AsyncMessageBus`, awaited.
 
@@ -327,16 +462,20 @@ async def replay_async(
     )
     report = run.report
     handle: Callable[..., Awaitable[Any]] = bus.handle
-    with run.bound():
+    with run.bound(), _open_checkpoint(run, checkpoint, resume, dry_run) as kept:
         for number, message, metadata in run.selected():
             if not dry_run:
                 structlog.contextvars.bind_contextvars(replay_line=number)
                 try:
                     await handle(message, metadata=metadata)
                 except Exception as exc:
+                    if kept is not None:
+                        kept.handled(number)
                     if run.failed(number, message, metadata, exc):
                         break
                     continue
+                if kept is not None:
+                    kept.handled(number)
             report.replayed += 1
             if keep_messages:
                 report.messages.append(ReplayedMessage(number, message, metadata))
@@ -382,6 +521,8 @@ class _Run:
         self.progress = progress
         self.report = ReplayReport(dry_run=dry_run)
         self.seen: set[str] = set()
+        #: A resumed replay skips the lines up to this one.
+        self.resumed_upto = 0
         self.path: str | None = None
         self.size = 0
         self.lines: Iterable[Line] | None = None
@@ -431,7 +572,13 @@ class _Run:
             report.read += 1
             try:
                 chosen = self._choose(line, failed)
+                if number <= self.resumed_upto and not isinstance(chosen, str):
+                    chosen = "replayed_before"
             except _BadLine as bad:
+                if number <= self.resumed_upto:  # reported by the replay that got there
+                    report.skipped += 1
+                    skip["replayed_before"] = skip.get("replayed_before", 0) + 1
+                    continue
                 report.bad_lines += 1
                 name, message_id = _names_in(line)
                 report.problems.append(LineProblem(number, bad.kind, bad.detail, name, message_id))
@@ -485,7 +632,7 @@ class _Run:
     def _message(self, name: str, record: dict[str, Any], line: Line) -> Message:
         version = record.get("message_version")
         if version is not None and type(version) is not int:
-            raise _BadLine("invalid_record", f"message_version {version!r} is not an int")
+            raise _BadLine("invalid_record", f"message_version {shorten(version)} is not an int")
         payload = record.get("payload")
         serializer = self.serializer
         # Only a line that holds the marker at all can be a redacted one: the cheap test first.
@@ -496,7 +643,7 @@ class _Run:
             message = serializer.load_payload(name, payload, version=version)
         except UnknownMessageError:
             raise _BadLine(
-                "unknown_message", f"message name {name!r} is not registered with the bus"
+                "unknown_message", f"message name {shorten(name)} is not registered with the bus"
             ) from None
         except InvalidMessageDataError as exc:
             if suspect and _holds_marker(payload):  # e.g. "[redacted]" for an int
@@ -561,25 +708,25 @@ def _metadata(record: dict[str, Any], raw_id: str, raw_causation: object) -> Met
         try:
             message_id = uuid.UUID(raw_id)
         except ValueError:
-            raise ValueError(f"message_id {raw_id!r} is not a UUID") from None
+            raise ValueError(f"message_id {shorten(raw_id)} is not a UUID") from None
         if raw_correlation == raw_id:
             correlation_id = message_id
         elif type(raw_correlation) is str:
             correlation_id = uuid.UUID(raw_correlation)
         else:
-            raise ValueError(f"correlation_id {raw_correlation!r} is not a UUID")
+            raise ValueError(f"correlation_id {shorten(raw_correlation)} is not a UUID")
         causation_id: uuid.UUID | None = None
         if raw_causation is not None:
             if type(raw_causation) is not str:
-                raise ValueError(f"causation_id {raw_causation!r} is not a UUID")
+                raise ValueError(f"causation_id {shorten(raw_causation)} is not a UUID")
             causation_id = uuid.UUID(raw_causation)
         if type(raw_created) is not str:
-            raise ValueError(f"created_at {raw_created!r} is not an ISO datetime")
+            raise ValueError(f"created_at {shorten(raw_created)} is not an ISO datetime")
         if raw_created.endswith("Z"):  # other tools write UTC so; Python 3.10 cannot read it
             raw_created = raw_created[:-1] + "+00:00"
         created_at = _dt.datetime.fromisoformat(raw_created)
         if created_at.tzinfo is None:
-            raise ValueError(f"created_at {raw_created!r} has no UTC offset")
+            raise ValueError(f"created_at {shorten(raw_created)} has no UTC offset")
     except ValueError as exc:
         raise _BadLine("invalid_record", str(exc)) from None
     return Metadata(message_id, correlation_id, causation_id, created_at)

@@ -23,8 +23,8 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
-import functools
 import itertools
+import math
 import threading
 import types
 import typing
@@ -35,18 +35,34 @@ from typing import Any, TypeVar, overload
 import attrs
 import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_structure_fn
+from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception, transform_error
 
+from ._sensitive import (
+    REDACTED,
+    SENSITIVE,
+    field_types,
+    holds_sensitive,
+    path_is_sensitive,
+    redact,
+)
 from .exceptions import (
     ConfigurationError,
     InvalidMessageDataError,
     MessageNameConflictError,
     UnknownMessageError,
+    shorten,
 )
-from .messages import Message, Metadata, _TraceContextError, message_name, message_version
+from .messages import (
+    Message,
+    Metadata,
+    _TraceContextError,
+    hide_sensitive_reprs,
+    message_name,
+    message_version,
+)
 
-__all__ = ["REDACTED", "Serializer", "make_converter", "sensitive"]
+__all__ = ["REDACTED", "Serializer", "allow_nonfinite", "make_converter", "sensitive"]
 
 M = TypeVar("M", bound=Message)
 
@@ -59,14 +75,32 @@ class _ShapeError(ValueError):
     """A value of the wrong kind; its text says what was expected and what came."""
 
 
+#: The attrs metadata key of a float field that accepts NaN and the infinities.
+_NONFINITE = "messagebus_nonfinite"
+#: The longest one line of a decoding error may be: data is untrusted, and may be huge.
+_LINE = 300
+
+
 def _fail(value: object, expected: str) -> typing.NoReturn:
-    raise _ShapeError(f"expected {expected}, got {type(value).__name__} {value!r}")
+    raise _ShapeError(f"expected {expected}, got {type(value).__name__} {shorten(value)}")
 
 
 def _format_error(exc: BaseException, target: type | None) -> str:
     if isinstance(exc, (_ShapeError, _TraceContextError)):
         return str(exc)
-    return format_exception(exc, target)
+    text = format_exception(exc, target)
+    return text if len(text) <= _LINE else text[: _LINE - 3] + "..."
+
+
+def _error_lines(exc: BaseException, path: str, message_type: Any) -> list[str]:
+    """One line per problem, naming its field; a sensitive field's value is not shown."""
+    lines = []
+    for line in transform_error(exc, path=path, format_exception=_format_error):
+        _, at, where = line.rpartition(" @ ")
+        if at and message_type is not None and path_is_sensitive(message_type, where[len(path) :]):
+            line = f"invalid value (sensitive: not shown) @ {where}"
+        lines.append(line)
+    return lines
 
 
 def _structure_items(
@@ -99,6 +133,8 @@ def _structure_int(value: object, _: type) -> int:
 
 def _structure_float(value: object, _: type) -> float:
     if type(value) is float:
+        if not math.isfinite(value):
+            _fail(value, "a finite float (a field may allow NaN and infinities: allow_nonfinite())")
         return value
     if type(value) is int:
         return float(value)
@@ -148,6 +184,17 @@ def _structure_uuid(value: object, _: type) -> uuid.UUID:
     if type(value) is not str:
         _fail(value, "a UUID as a str")
     return uuid.UUID(value)
+
+
+def _nonfinite_hook(converter: cattrs.Converter, tp: Any) -> Callable[[object, Any], Any]:
+    """The hook of a field that accepts NaN and the infinities (``allow_nonfinite()``)."""
+
+    def structure(value: object, _: Any) -> Any:
+        if type(value) is float and not math.isfinite(value):
+            return value
+        return converter.structure(value, tp)
+
+    return structure
 
 
 def _unstructure_frozenset(value: frozenset[Any], converter: cattrs.Converter) -> list[Any]:
@@ -268,7 +315,13 @@ def _object_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, 
     """Nested attrs classes are JSON objects: anything else is refused as such."""
 
     def factory(cls: Any) -> Callable[[Any, Any], Any]:
-        structure = make_dict_structure_fn(cls, converter)
+        hints = field_types(cls)
+        overrides = {
+            field.name: override(struct_hook=_nonfinite_hook(converter, hints.get(field.name)))
+            for field in attrs.fields(cls)
+            if field.metadata.get(_NONFINITE) and hints.get(field.name) is not None
+        }
+        structure = make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
 
         def structure_object(value: Any, target: Any) -> Any:
             if not isinstance(value, Mapping):
@@ -280,91 +333,42 @@ def _object_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, 
     return factory
 
 
-REDACTED = "[redacted]"
-_SENSITIVE = "messagebus_sensitive"
-
-
 def sensitive(**field_options: Any) -> Any:
     """An attrs field whose value logs never show: ``card: str = sensitive()``.
 
     It takes the options of ``attrs.field`` (``default=...``, ...). The field
-    is serialised as usual (a stored or sent message keeps it); log lines and
-    the message's repr show ``'[redacted]'`` instead (so a repr with one does
-    not re-create the message exactly). Equivalent to
+    is serialised as usual (a stored or sent message keeps it); log lines, the
+    message's repr (and so tracebacks and error messages), deserialisation
+    errors and replay's reports show ``'[redacted]'`` instead (so a repr with
+    one does not re-create the message exactly). Fields of nested attrs classes
+    are hidden wherever the class is held: optional, in a union, a tuple, a
+    list or a dict's values. Equivalent to
     ``attrs.field(metadata={"messagebus_sensitive": True})``.
     """
     metadata = dict(field_options.pop("metadata", None) or {})
-    metadata[_SENSITIVE] = True
+    metadata[SENSITIVE] = True
     return attrs.field(metadata=metadata, **field_options)
 
 
-def _redact(cls: Any, data: Any) -> Any:
-    if not (isinstance(data, dict) and attrs.has(cls)):
-        return data
-    hints = _field_types(cls)
-    redacted = dict(data)
-    for field in attrs.fields(cls):
-        if field.name not in redacted:
-            continue
-        if field.metadata.get(_SENSITIVE):
-            redacted[field.name] = REDACTED
-        else:
-            redacted[field.name] = _redact_nested(hints.get(field.name), redacted[field.name])
-    return redacted
+def allow_nonfinite(**field_options: Any) -> Any:
+    """A float field that accepts NaN and the infinities: ``ratio: float = allow_nonfinite()``.
+
+    Other float fields refuse them when data is loaded (JSON has no such
+    numbers, and a NaN compares unequal to itself). It takes the options of
+    ``attrs.field``; equivalent to
+    ``attrs.field(metadata={"messagebus_nonfinite": True})``.
+    """
+    metadata = dict(field_options.pop("metadata", None) or {})
+    metadata[_NONFINITE] = True
+    return attrs.field(metadata=metadata, **field_options)
 
 
-def _redact_nested(tp: Any, value: Any) -> Any:
-    if tp is None:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for member in typing.get_args(tp):
-            if attrs.has(member) and isinstance(value, dict):
-                return _redact(member, value)
-        return value
-    if origin in (tuple, list, frozenset, set) and isinstance(value, list):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        if len(args) == 1:
-            return [_redact_nested(args[0], item) for item in value]
-        return [_redact_nested(a, item) for a, item in zip(args, value, strict=False)]
-    return _redact(tp, value)
+_redact_data = redact
 
 
-@functools.cache
 def _has_sensitive(cls: Any) -> bool:
-    """Whether a type has a sensitive field, itself or in an attrs class it holds."""
-    return _sensitive_in(cls, set())
-
-
-def _sensitive_in(cls: Any, seen: set[Any]) -> bool:
-    # ``seen``: classes that hold each other (a tree's node and its children) end the walk.
-    if not attrs.has(cls) or cls in seen:
-        return False
-    seen.add(cls)
-    hints = _field_types(cls)
-    for field in attrs.fields(cls):
-        if field.metadata.get(_SENSITIVE):
-            return True
-        if any(_sensitive_in(inner, seen) for inner in _nested_types(hints.get(field.name))):
-            return True
-    return False
-
-
-def _nested_types(tp: Any) -> list[Any]:
-    if tp is None:
-        return []
-    found = [tp] if attrs.has(tp) else []
-    for arg in typing.get_args(tp):  # Ellipsis too (tuple[int, ...]): it has none
-        found.extend(_nested_types(arg))
-    return found
-
-
-@functools.cache
-def _field_types(cls: Any) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: redact the top level only
-        return {}
+    """Whether a type has a sensitive field, itself or in anything it holds."""
+    return holds_sensitive(cls)
 
 
 class Serializer:
@@ -410,6 +414,7 @@ class Serializer:
                         "(decorate it with @attrs.frozen)"
                     )
                 name = message_name(message_type)
+                hide_sensitive_reprs(message_type)
                 known = self._types.get(name)
                 if known is not None and known is not message_type:
                     raise MessageNameConflictError(name, known, message_type)
@@ -437,10 +442,19 @@ class Serializer:
         data: dict[str, Any] = self._converter.unstructure(message)
         if redact:
             message_type: Any = message.__class__
-            if _has_sensitive(message_type):
-                redacted: dict[str, Any] = _redact(message_type, data)
+            if holds_sensitive(message_type):
+                redacted: dict[str, Any] = _redact_data(message_type, data)
                 return redacted
         return data
+
+    def redact_payload(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A dumped payload of the registered message ``name``, its sensitive fields
+        replaced by ``"[redacted]"`` as in log lines (unchanged when the name is unknown)."""
+        message_type: Any = self._types.get(name) if isinstance(name, str) else None
+        if message_type is None or not holds_sensitive(message_type):
+            return payload
+        redacted: dict[str, Any] = _redact_data(message_type, payload)
+        return redacted
 
     def load_payload(self, name: str, payload: object, *, version: int | None = None) -> Message:
         """Construct the registered message called ``name`` from its fields.
@@ -460,7 +474,9 @@ class Serializer:
         expected = message_version(message_type)
         if version is not None and version != expected:
             raise InvalidMessageDataError(
-                name, [f"version {version!r} is not the registered version {expected}"], payload
+                name,
+                [f"version {shorten(version)} is not the registered version {expected}"],
+                payload,
             )
         if not isinstance(payload, Mapping):
             raise InvalidMessageDataError(
@@ -469,8 +485,9 @@ class Serializer:
         try:
             return self._converter.structure(payload, message_type)
         except Exception as exc:  # cattrs raises exception groups and plain errors
-            lines = transform_error(exc, path=name, format_exception=_format_error)
-            raise InvalidMessageDataError(name, lines, payload) from exc
+            raise InvalidMessageDataError(
+                name, _error_lines(exc, name, message_type), payload
+            ) from exc
 
     def dump(self, message: Message, metadata: Metadata | None = None) -> dict[str, Any]:
         """The wire form of a message, with its metadata when given."""
@@ -528,16 +545,16 @@ class Serializer:
         self.type_for(name)  # an unknown name is reported before anything else
         version = data.get("version")
         if type(version) is not int:
-            raise InvalidMessageDataError(name, [f"version must be an int, not {version!r}"])
+            raise InvalidMessageDataError(name, [f"version must be an int, not {shorten(version)}"])
         message = self.load_payload(name, data.get("payload"), version=version)
         raw_metadata = data.get("metadata")
         if raw_metadata is None:
             return message, None
         try:
             return message, self.load_metadata(raw_metadata)
-        except Exception as exc:
-            lines = transform_error(exc, path=f"{name}.metadata", format_exception=_format_error)
-            raise InvalidMessageDataError(name, lines, data) from exc
+        except InvalidMessageDataError as exc:
+            lines = [f"{line} (in {name})" for line in exc.errors]
+            raise InvalidMessageDataError(name, lines, data) from exc.__cause__
 
     def dump_metadata(self, metadata: Metadata) -> dict[str, Any]:
         """Metadata as a JSON-safe dict (``trace_context`` only when there is one)."""
@@ -547,5 +564,19 @@ class Serializer:
         return data
 
     def load_metadata(self, data: object) -> Metadata:
-        """Metadata from a dict made by :meth:`dump_metadata`."""
-        return self._converter.structure(data, Metadata)
+        """Metadata from a dict made by :meth:`dump_metadata`.
+
+        Raises:
+            InvalidMessageDataError: The data is not metadata; each line names
+                the field (``metadata.message_id``). Its ``name`` is ``"metadata"``.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidMessageDataError(
+                "metadata", [f"metadata must be an object, not {type(data).__name__}"], data
+            )
+        try:
+            return self._converter.structure(data, Metadata)
+        except Exception as exc:  # cattrs raises exception groups and plain errors
+            raise InvalidMessageDataError(
+                "metadata", _error_lines(exc, "metadata", None), data
+            ) from exc

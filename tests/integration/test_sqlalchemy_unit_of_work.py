@@ -668,6 +668,7 @@ def test_the_subpackage_exports_the_unit_of_work_and_the_repository() -> None:
     import messagebus.sqlalchemy
 
     assert [
+        "AsyncSqlAlchemyDeadLetterStore",
         "AsyncSqlAlchemyOutbox",
         "AsyncSqlAlchemyRepository",
         "AsyncSqlAlchemyUnitOfWork",

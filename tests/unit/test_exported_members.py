@@ -47,6 +47,7 @@ EXPECTED_MESSAGEBUS = [
     "UnknownMessageError",
     "UnresolvedDependencyError",
     "UnusedDependencyError",
+    "allow_nonfinite",
     "is_transient",
     "make_converter",
     "message_name",

@@ -31,13 +31,18 @@ For :class:`~messagebus.AsyncMessageBus`, the same on an ``AsyncSession``
 
 from ._async_repository import AsyncSqlAlchemyRepository
 from ._async_unit_of_work import AsyncSqlAlchemyUnitOfWork
-from ._dead_letters import SqlAlchemyDeadLetterStore, dead_letter_table
+from ._dead_letters import (
+    AsyncSqlAlchemyDeadLetterStore,
+    SqlAlchemyDeadLetterStore,
+    dead_letter_table,
+)
 from ._inbox import inbox_table, purge_inbox
 from ._outbox import AsyncSqlAlchemyOutbox, Claim, OutboxEntry, SqlAlchemyOutbox, outbox_table
 from ._repository import SqlAlchemyRepository
 from ._unit_of_work import SqlAlchemyUnitOfWork
 
 __all__ = [
+    "AsyncSqlAlchemyDeadLetterStore",
     "AsyncSqlAlchemyOutbox",
     "AsyncSqlAlchemyRepository",
     "AsyncSqlAlchemyUnitOfWork",
