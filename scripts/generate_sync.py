@@ -30,8 +30,13 @@ edit; edit the async source and run ``make generate``.
 # Order matters: the longest, most specific patterns first.
 REPLACEMENTS = [
     # A value that may be awaitable (a dead-letter store's add) is simply called.
-    (r"async def _awaited\(value: Any\) -> Any:\n    return await value\n\n\n", ""),
+    (
+        r"async def _awaited\(value: Any\) -> Any:\n"
+        r"    return await value if inspect.isawaitable\(value\) else value\n\n\n",
+        "",
+    ),
     (r"await _awaited\((.*)\)$", r"\1"),
+    (r"^import inspect\n", ""),  # used by _awaited only
     (r"Awaitable\[(\w+)\]", r"\1"),
     (r"from collections\.abc import Awaitable, ", "from collections.abc import "),
     (r"\.next_wait_async\(\)", ".next_wait()"),

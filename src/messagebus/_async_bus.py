@@ -45,7 +45,7 @@ class AsyncMessageBus(AsyncDispatch):
         uow: A factory of async units of work (:class:`AsyncUnitOfWork`).
         retry: The default retry policy; strategies may be coroutines.
         sleep: How retries wait (awaited); by default ``asyncio.sleep``.
-        logger: A structlog logger; by default ``structlog.get_logger("messagebus")``.
+        logger: As for :class:`MessageBus`.
         require_handlers: As for :class:`MessageBus`.
         listeners: As for :class:`MessageBus`.
         dead_letters: As for :class:`MessageBus`; its ``add`` may be a coroutine.

@@ -23,7 +23,7 @@ from ._context import DELIVERED, MESSAGE, PARENT, Envelope, metadata_of, new_con
 from ._core import HandlerPlan, Shape
 from ._log import default_logger
 from ._outbox import Outbox
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, DispatchError
 from .messages import Command, Event
 from .middleware import AsyncMiddleware, AsyncNext, HandlerCall, new_call
 
@@ -235,6 +235,11 @@ async def _commit(
     staged in the transaction, and a failed commit discards it all the same.
     """
     if outbox is None:
+        if sent:
+            raise DispatchError(
+                f"{type(sent[0]).__qualname__} is not routed: say where it goes with "
+                "registry.route(...) before sending it"
+            )
         await uow.commit()
         events = [*uow.collect_new_events(), *emitted]
         return raised_by(envelope, events) if events else _NO_EVENTS

@@ -13,7 +13,7 @@ from ._context import DELIVERED, MESSAGE, PARENT, Envelope, metadata_of, new_con
 from ._core import HandlerPlan, Shape
 from ._log import default_logger
 from ._outbox import Outbox
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, DispatchError
 from .messages import Command, Event
 from .middleware import HandlerCall, Middleware, Next, new_call
 
@@ -221,6 +221,11 @@ def _commit(
     staged in the transaction, and a failed commit discards it all the same.
     """
     if outbox is None:
+        if sent:
+            raise DispatchError(
+                f"{type(sent[0]).__qualname__} is not routed: say where it goes with "
+                "registry.route(...) before sending it"
+            )
         uow.commit()
         events = [*uow.collect_new_events(), *emitted]
         return raised_by(envelope, events) if events else _NO_EVENTS

@@ -37,8 +37,11 @@ class MessageBus(SyncDispatch):
         retry: The default retry policy (by default: transient failures only,
             at most 3 attempts).
         sleep: How retries wait; tests pass a function that does not sleep.
-        logger: A structlog logger; by default ``structlog.get_logger("messagebus")``.
-            Configure structlog before building the bus.
+        logger: A structlog logger (or one with the same methods). By default
+            structlog's ``get_logger("messagebus")`` when structlog is
+            configured, else one readable line a record through the standard
+            library's ``logging.getLogger("messagebus")``. Configure logging
+            before building the bus.
         require_handlers: Command types, or modules of command types, that
             must have a handler; checked now.
         listeners: Told of every message dispatched and every attempt
@@ -116,6 +119,12 @@ class MessageBus(SyncDispatch):
                     "asynchronous (async def): it would never run. Use AsyncMessageBus, "
                     "or make the handler a plain function"
                 )
+        if dead_letters is not None and is_async_callable(getattr(dead_letters, "add", None)):
+            raise ConfigurationError(
+                f"MessageBus calls its dead-letter store without awaiting it, and "
+                f"{type(dead_letters).__qualname__}.add() is asynchronous: its letters would "
+                "never be stored; use a synchronous store, or AsyncMessageBus"
+            )
         for item in self._middleware:
             if is_async_callable(item):
                 raise ConfigurationError(

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from ._context import MESSAGE, PARENT, Envelope, metadata_of
 from ._dependencies import CallPlan, check_dependencies, plan_call, unused_dependencies
-from ._log import AttemptLog
+from ._log import AttemptLog, _unwritable
 from ._outbox import Outbox, refuse_routed_commands_with_handlers
 from ._registry import Registration, Registry
 from .exceptions import (
@@ -198,7 +198,7 @@ class BusCore:
         self._commands, self._events = build_plans(
             registry, dependencies or {}, uow, retry if retry is not None else RetryPolicy()
         )
-        check_required(require_handlers, self._commands)
+        check_required(require_handlers, {**registry.routes, **self._commands})
         registry.freeze()  # a handler registered later would never be called: refused instead
         self._registry = registry
         self._serializer = serializer_for(registry)
@@ -244,7 +244,10 @@ class BusCore:
     def _notify(self, envelope: Envelope) -> None:
         metadata = metadata_of(envelope)
         for listener in self._listeners:
-            listener.message_dispatched(envelope[MESSAGE], metadata)
+            try:
+                listener.message_dispatched(envelope[MESSAGE], metadata)
+            except Exception as exc:  # a listener changes no outcome, nor stops the queue
+                _unwritable(f"message_dispatched of {listener!r}", exc)
 
     def _dead_letter(
         self, plan: HandlerPlan, envelope: Envelope, attempts: int, error: BaseException

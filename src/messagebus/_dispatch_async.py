@@ -23,6 +23,7 @@ whose runs do not; ``handle()`` asks the logger once which one to use.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ _NO_EVENTS: tuple[()] = ()
 
 
 async def _awaited(value: Any) -> Any:
-    return await value
+    return await value if inspect.isawaitable(value) else value
 
 
 class AsyncDispatch(BusCore):
@@ -58,11 +59,20 @@ class AsyncDispatch(BusCore):
             table.update(
                 (t, self._fan_out(plans, bool(index))) for t, plans in self._events.items()
             )
+        # What handle() is given: a routed event is sent (in a unit of work of its
+        # own) before it is handled here; one raised by a handler is staged by its
+        # attempt, and one delivered from a broker is not sent again.
+        self._roots = (dict(self._handlings[0]), dict(self._handlings[1]))
+        routes = self._outbox.routes() if self._outbox is not None else {}
+        for message_type in routes:
+            if issubclass(message_type, Event):
+                for table in self._roots:
+                    table[message_type] = self._sent_first(table.get(message_type))
 
     async def handle(self, message: Message, *, metadata: Metadata | None = None) -> Any:
         """Handle a message and every event that follows from it, breadth first."""
         logged = self._gate() if self._gated else self._gate
-        handling = self._handlings[logged].get(message.__class__)
+        handling = self._roots[logged].get(message.__class__)
         if handling is None:
             return self._unhandled(message, metadata)
         envelope = new_envelope(message, None, metadata, self._time_ns)
@@ -142,17 +152,31 @@ class AsyncDispatch(BusCore):
                 "registry.route(...) before sending it"
             )
         envelope = new_envelope(command, None, metadata, self._time_ns)
-        assert self._uow_factory is not None  # a bus with routes has one
+        await self._stage_alone((), [envelope])
+        return metadata_of(envelope)
+
+    async def _stage_alone(self, raised: Sequence[Envelope], sent: Sequence[Envelope]) -> None:
+        """Write messages to the outbox in a unit of work of their own, committed now."""
+        assert self._outbox is not None  # called only on a bus with routes,
+        assert self._uow_factory is not None  # which has a unit of work
         uow = self._uow_factory()
         try:
-            outbox.stage(uow, (), [envelope])
+            self._outbox.stage(uow, raised, sent)
             await uow.commit()
         except BaseException as exc:
             await rollback_quietly(uow, exc)
             raise
         finally:
             await close_quietly(uow)
-        return metadata_of(envelope)
+
+    def _sent_first(self, handling: Run | None) -> Run:
+        """The handling of a routed event given to handle(): sent, then handled here."""
+
+        async def send_then_handle(envelope: Envelope) -> Outcome:
+            await self._stage_alone([envelope], ())
+            return (None, _NO_EVENTS) if handling is None else await handling(envelope)
+
+        return send_then_handle
 
     def _unhandled(self, message: Message, metadata: Metadata | None) -> None:
         if isinstance(message, Event):  # an event may have no handler
@@ -176,6 +200,8 @@ class AsyncDispatch(BusCore):
         handled is appended to it, and comes in its turn.
         """
         handlings = self._handlings[logged]
+        if len(raised) > self._max_events:
+            raise too_many_events(self._max_events, raised[-1])
         for envelope in raised:
             if self._listeners:
                 self._notify(envelope)
@@ -189,7 +215,9 @@ class AsyncDispatch(BusCore):
 
     def _fan_out(self, plans: Sequence[HandlerPlan], logged: bool) -> Run:
         """An event's handling: each of its handlers in turn, a failure isolated."""
-        if all(p.shape is Shape.NOTHING and not self._links(p, logged) for p in plans):
+        if all(
+            p.shape is Shape.NOTHING and not p.timed and not self._links(p, logged) for p in plans
+        ):
             return self._fan_out_bare(plans)
         runs = [plan.runs[logged] for plan in plans]
 
@@ -301,6 +329,9 @@ class AsyncDispatch(BusCore):
             try:
                 result = await step(call)
             except Exception as exc:
+                if isinstance(exc, self._expected):
+                    log.rejected(plan, envelope, call.attempt, call._started, exc)
+                    raise
                 error = exc
                 controller.failed(exc)
                 continue

@@ -1,7 +1,8 @@
 """The log lines of handler attempts, and where they go when nothing is configured.
 
 Each attempt gives one event: ``message_handled`` (INFO), ``message_attempt_failed``
-(WARNING, it will be retried) or ``message_failed`` (ERROR, given up), with the
+(WARNING, it will be retried), ``message_failed`` (ERROR, given up) or
+``message_rejected`` (INFO, an expected outcome), with the
 message's name, ids, handler, attempt, outcome, duration and redacted payload.
 
 Which logger: the one given to the bus; else structlog's, when the application
@@ -146,7 +147,10 @@ class AttemptLog:
             duration_s=None if started is None else self._clock() - started,
         )
         for listener in self._listeners:
-            listener.attempt_finished(record)
+            try:
+                listener.attempt_finished(record)
+            except Exception as exc:  # told after the fact: it changes no outcome
+                _unwritable(f"attempt_finished of {listener!r}", exc)
 
     def succeeded(
         self, plan: HandlerPlan, envelope: Envelope, attempt: int, started: float

@@ -49,6 +49,9 @@ class Outbox:
         self._routes = dict(routes)
         self._serializer = serializer
 
+    def routes(self) -> dict[type[Message], Route]:
+        return dict(self._routes)
+
     def route(self, message_type: type[Message]) -> Route | None:
         return self._routes.get(message_type)
 

@@ -525,3 +525,15 @@ def test_the_event_limit_must_be_a_positive_integer() -> None:
 
     with pytest.raises(ConfigurationError, match="max_events must be a positive integer"):
         MessageBus(Registry(), max_events=0)
+
+
+def test_the_event_limit_counts_the_events_of_the_first_message_too(h: Harness) -> None:
+    @h.register(uow=False)
+    def burst(cmd: Allocate, context: Context) -> str:
+        for n in range(10):
+            context.emit(Numbered("burst", n))
+        return "ok"
+
+    h.build(uow=None, max_events=3)
+    with pytest.raises(TooManyEventsError):
+        h.handle(Allocate("o1"))

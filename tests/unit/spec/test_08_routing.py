@@ -295,3 +295,43 @@ def test_routing_is_checked_when_declared_and_when_the_bus_is_built() -> None:
 
     with pytest.raises(ConfigurationError, match="routed out of the process and also handled"):
         MessageBus(owner, uow=lambda: FakeUnitOfWork(products=InMemoryRepository(key=id)))
+
+
+def test_a_routed_event_given_to_handle_is_sent_and_handled_here_with_one_id(
+    h: Harness,
+) -> None:
+    ledger = Ledger()
+    seen: list[Metadata] = []
+    h.registry.route(Audited, to="audit")
+
+    @h.register(uow=False)
+    def record(event: Audited, metadata: Metadata) -> None:
+        seen.append(metadata)
+
+    h.build(uow=outboxed(h, ledger))
+    h.handle(Audited("o1"))
+
+    (sent,) = ledger.sent
+    assert str(seen[0].message_id) == sent.message_id
+
+
+def test_a_command_sent_on_a_bus_without_routes_is_refused_not_lost(h: Harness) -> None:
+    @h.register
+    def place(cmd: PlaceOrder, uow: Any, context: Context) -> str:
+        context.send(ChargeCustomer("ann", 30))
+        return "placed"
+
+    h.build()
+    with pytest.raises(DispatchError, match="ChargeCustomer is not routed"):
+        h.handle(PlaceOrder("o1", "lamp"))
+
+
+@pytest.mark.one_bus("a check when the bus is built, shared code")
+def test_a_routed_command_counts_as_handled_for_require_handlers() -> None:
+    registry = Registry()
+    registry.route(ChargeCustomer, to="payments")
+    MessageBus(
+        registry,
+        uow=lambda: FakeUnitOfWork(products=InMemoryRepository(key=id)),
+        require_handlers=[ChargeCustomer],
+    )

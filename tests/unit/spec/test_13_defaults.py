@@ -353,3 +353,78 @@ def test_dependencies_no_handler_asks_for_are_said_once_at_start_up(
         (line["event"], line["log_level"]) for line in logs
     ]
     assert "mialer" in logs[0]["error"]
+
+
+def test_an_expected_outcome_on_a_retry_is_still_an_outcome_not_a_dead_letter(
+    h: Harness, logs: list[EventDict]
+) -> None:
+    letters = InMemoryDeadLetters()
+    errors: list[Exception] = [InvalidSku("gone"), ConnectionError("blip")]
+
+    @h.register(uow=False)
+    def reject(event: Allocated) -> None:
+        raise errors.pop()
+
+    h.build(uow=None, dead_letters=letters)
+    h.handle(Allocated("lamp"))
+
+    assert [] == letters.letters
+    assert ["message_attempt_failed", "message_rejected"] == [line["event"] for line in logs]
+
+
+def test_a_listener_that_raises_changes_no_outcome_and_runs_nothing_twice(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from messagebus.observe import Attempt
+
+    charged: list[str] = []
+
+    class Broken:
+        def message_dispatched(self, message: object, metadata: object) -> None:
+            raise ConnectionError("the metrics server is down")
+
+        def attempt_finished(self, attempt: Attempt) -> None:
+            raise ConnectionError("the metrics server is down")
+
+    @h.register
+    def allocate(cmd: Allocate, uow: Any) -> str:
+        charged.append(cmd.sku)
+        return "ok"
+
+    h.build(listeners=[Broken()])
+
+    assert "ok" == h.handle(Allocate("lamp"))
+    assert ["lamp"] == charged
+    assert "the metrics server is down" in capsys.readouterr().err
+
+
+def test_a_plain_dead_letter_store_on_the_async_bus_stores_without_a_false_alarm(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    letters = InMemoryDeadLetters()
+
+    @h.register(uow=False)
+    def fail(event: Allocated) -> None:
+        raise ValueError("bad")
+
+    h.build(uow=None, dead_letters=letters, logger=_quiet())
+    h.handle(Allocated("lamp"))
+
+    assert ["ValueError: bad"] == [letter.error for letter in letters.letters]
+    assert "dead_letter_store_failed" not in capsys.readouterr().err
+
+
+@pytest.mark.one_bus("what only the sync bus refuses")
+def test_the_sync_bus_refuses_a_dead_letter_store_it_would_never_await() -> None:
+    class AsyncStore:
+        async def add(self, letter: object) -> None:
+            pass
+
+    with pytest.raises(ConfigurationError, match=r"AsyncStore.add\(\) is asynchronous"):
+        MessageBus(Registry(), dead_letters=AsyncStore())  # type: ignore[arg-type]
+
+
+def _quiet() -> Any:
+    import structlog
+
+    return structlog.wrap_logger(None, wrapper_class=structlog.make_filtering_bound_logger(50))
