@@ -4,6 +4,9 @@ its unit of work, its read model, and its handlers through the bus."""
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from allocation.service_layer.handlers import InvalidSku
 from allocation.views import SqlAlchemyAllocationsView, allocations
 from messagebus import Event
 from messagebus.sqlalchemy import SqlAlchemyRepository, SqlAlchemyUnitOfWork
+from tests.conftest import EXAMPLE
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -139,21 +143,31 @@ def test_shrinking_a_batch_reallocates_in_the_database_and_the_read_model(
 
 
 def test_the_mappers_start_again_after_sqlalchemy_clears_them(tmp_path: Path) -> None:
-    # The book's test fixtures call clear_mappers() after every test.
-    engine = orm.make_engine(f"sqlite:///{tmp_path / 'again.sqlite3'}")
-    orm.create_schema(engine)
-    orm.start_mappers()
-    sqlalchemy.orm.clear_mappers()
-    orm.start_mappers()
-    orm.start_mappers()  # mapped already: nothing to do
-    try:
-        service = bootstrap(engine, sleep=lambda _: None)
-        service.bus.handle(commands.CreateBatch("b1", "LAMP", 10))
-        assert "b1" == service.bus.handle(commands.Allocate("o1", "LAMP", 2))
-        uow = new_uow(engine)
-        with uow:
-            product = uow.products.get("LAMP")
-            assert product is not None
-            assert [] == product.events  # loaded, not made by __init__: given its list
-    finally:
-        engine.dispose()
+    # The book's test fixtures call clear_mappers() after every test. It clears every
+    # mapper of the process, so this runs in a process of its own.
+    script = f"""
+import sqlalchemy.orm
+from allocation.adapters import orm
+from allocation.bootstrap import bootstrap
+from allocation.domain import commands
+
+engine = orm.make_engine("sqlite:///{tmp_path / "again.sqlite3"}")
+orm.create_schema(engine)
+orm.start_mappers()
+sqlalchemy.orm.clear_mappers()
+orm.start_mappers()
+orm.start_mappers()  # mapped already: nothing to do
+service = bootstrap(engine, sleep=lambda _: None)
+service.bus.handle(commands.CreateBatch("b1", "LAMP", 10))
+print(service.bus.handle(commands.Allocate("o1", "LAMP", 2)))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLE)},
+    )
+
+    assert (0, "b1") == (done.returncode, done.stdout.splitlines()[-1]), done.stderr
