@@ -25,7 +25,9 @@ The chain wraps each attempt whole: the unit of work is opened, the handler
 called, the unit of work committed, all inside ``call_next``; a commit that
 fails raises there. Retries are outside the chain: each attempt goes through
 it again, with :attr:`HandlerCall.attempt` one higher. A middleware that
-raises fails the attempt, as the handler would.
+raises fails the attempt, as the handler would; after ``call_next`` has
+returned, the unit of work has committed, so a retry runs the handler again
+on committed data: do after-work that may fail in a try block of its own.
 
 The chain is composed once per handler when the bus is built; a bus with
 nothing to wrap calls its handlers without it. The bus's own success log
